@@ -1,0 +1,47 @@
+# dgmcourse: one entry point. `make lab` opens the course, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# make lab HOST=0.0.0.0 PORT=8890 NO_BROWSER=1 LAB_ARGS="--ServerApp.token=..."
+HOST ?= localhost
+PORT ?= 8888
+NO_BROWSER ?=
+LAB_ARGS ?=
+# make test PYTEST_ARGS="-k vae"
+PYTEST_ARGS ?=
+# make autograde ASSIGNMENT=a1_vae GRADE_ARGS="--jobs 2"
+ASSIGNMENT ?= a1_vae
+GRADE_ARGS ?=
+
+.PHONY: venv lab test release autograde benchmarks clean
+
+venv: $(STAMP)
+
+# Idempotent: re-runs only when the pins (requirements.txt) or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip=$(HOST) --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the student release assignments/<name>/ from every solutions/<name>/.
+release: $(STAMP)
+	for dir in solutions/*/; do $(BIN)/nbgrader generate_assignment "$$(basename $$dir)" --force || exit 1; done
+
+autograde: $(STAMP)
+	$(BIN)/dgmcourse grade $(ASSIGNMENT) $(GRADE_ARGS)
+
+benchmarks: $(STAMP)
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) submitted autograded feedback gradebook.db .pytest_cache

@@ -1,0 +1,23 @@
+"""nbgrader configuration of the dgmcourse course directory (the repository root).
+
+Instructors: `make release` regenerates assignments/ from solutions/; `make autograde` grades
+submitted/<student>/<assignment>/ (see the README and docs/instructors.md).
+"""
+
+import os
+
+c = get_config()  # noqa: F821 -- injected by traitlets when nbgrader loads this file
+
+c.CourseDirectory.course_id = "dgmcourse"
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.source_directory = "solutions"   # nbgrader source notebooks (full solutions, hidden tests)
+c.CourseDirectory.release_directory = "assignments"  # what students get; committed, kept in sync by tests
+# The gradebook lives next to this file and is ignored by git (.gitignore: gradebook.db).
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
+
+# Training cells need more than nbgrader's default 30 s per cell.
+c.Execute.timeout = 600
+c.Execute.interrupt_on_timeout = True
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -1,0 +1,13 @@
+"""Shared test set-up: notebooks and nbgrader runs use the fast (smoke) setting and a data
+folder of their own, so tests never read the user's cache or download anything."""
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+matplotlib.use("Agg")
+os.environ.setdefault("DGMCOURSE_DATA", str(ROOT / ".test-data"))
+os.environ.setdefault("MPLBACKEND", "Agg")
