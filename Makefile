@@ -15,6 +15,9 @@ PYTEST_ARGS ?=
 ASSIGNMENT ?= a1_vae
 GRADE_ARGS ?=
 
+# nbgrader runs helper programs (alembic) by name: the venv's bin/ must be on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
 .PHONY: venv lab test release autograde benchmarks clean
 
 venv: $(STAMP)

@@ -28,8 +28,9 @@ SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 
 def _run(args, cwd, **env):
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # nbgrader runs alembic
     result = subprocess.run(NBGRADER + args, cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, **env}, timeout=1800)
+                            env={**os.environ, "PATH": path, **env}, timeout=1800)
     assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -79,13 +80,13 @@ def test_release_has_no_solutions_or_hidden_tests(name):
 
 
 def _scores(course: Path, name: str, student: str) -> dict[tuple[str, str], tuple[float, float]]:
-    """(notebook, grade_id) -> (auto_score, max_score) for every autograded cell."""
+    """(notebook, grade_id) -> (auto_score, max_score) for every autograded test cell (code, not written answers)."""
     scores = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission(name, student)
         for notebook in submission.notebooks:
             for grade in notebook.grades:
-                if grade.auto_score is not None:
+                if grade.cell.cell_type == "code":
                     scores[(notebook.name, grade.name)] = (grade.auto_score, grade.max_score)
     return scores
 
