@@ -31,7 +31,8 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip=$(HOST) --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) $(LAB_ARGS)
+	$(BIN)/jupyter lab --ip=$(HOST) --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -144,3 +144,21 @@ def test_gradient_estimators_are_unbiased_and_reparameterization_has_lower_varia
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_latent_explorer_redraws_the_decoded_image():
+    from dgmcourse.widgets import latent_explorer
+
+    seen = []
+
+    def decode(z):
+        seen.append(z.clone())
+        return torch.sigmoid(z.sum()).expand(1, 1, 4, 4)
+
+    box = latent_explorer(decode, z_dim=2, image_shape=(4, 4))
+    sliders = box.children[0].children[0].children
+    assert len(sliders) == 2 and seen[-1].tolist() == [[0.0, 0.0]]
+    sliders[1].value = 1.5
+    assert seen[-1].tolist() == [[0.0, 1.5]]
+    with pytest.raises(ValueError, match="z_dim"):
+        latent_explorer(decode, z_dim=0)
