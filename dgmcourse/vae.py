@@ -141,7 +141,7 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def iwae_bound(model: "VAE", x: torch.Tensor, k: int, batch_size: int = 100,
+def iwae_bound(model: "VAE", x: torch.Tensor, k: int, batch_size: int = 50,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) (Burda et al. 2015, eq. 8).
 

@@ -1,0 +1,197 @@
+"""Benchmark of issue 6 (lectures 6-7, assignment 5): speed of the latent-geometry tools, accuracy of the
+class-radius estimator on the analytic cases, the omega-regularised VAE against the vanilla one, and the
+full-mode run time of the notebooks.
+
+Run: ``python benchmarks/geometry.py`` (``--skip-notebooks`` for the measurements only,
+``--only-notebooks`` to add the notebook times to an existing report). Writes
+``benchmarks/reports/geometry.json``. Targets (issue 6): 100x100 metric heat map of a 784-dimensional decoder
+<= 20 s, a 20-point geodesic <= 5 s, E[r(z)] over 1,000 latent samples <= 60 s, each notebook <= 3 min
+(2 CPU cores). Timings taken on a shared machine are pessimistic: the load average is recorded, and next to
+each wall-clock time the CPU seconds (``time.process_time`` with 2 torch threads; the notebook kernels'
+``RUSAGE_CHILDREN``), which contention inflates much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgmcourse import class_radius as cr
+from dgmcourse import geometry as geo
+from dgmcourse.classifier import load_classifier
+from dgmcourse.data import load_mnist
+from dgmcourse.device import seed_everything
+from dgmcourse.evaluation import class_histogram, confidence
+from dgmcourse.vae import MLPVAE, evaluate_elbo, train_vae
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "benchmarks" / "reports" / "geometry.json"
+NOTEBOOKS = ["lectures/06_latent_geometry.ipynb", "lectures/07_latent_density.ipynb",
+             "solutions/a5_geometry/a5_geometry.ipynb"]
+SEARCH = dict(n_directions=2, n_steps=8, n_bisect=6, max_radius=4.0)  # the budget lecture 7 uses on MNIST
+
+
+def _timed(fn):
+    """(result, wall seconds); the CPU seconds of the call are kept in _timed.cpu (robust to a shared machine)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    _timed.cpu = time.process_time() - cpu
+    return out, time.perf_counter() - start
+
+
+def speed(vae, classifier):
+    """Wall-clock seconds of the three operations with targets, on the 784-dimensional mean decoder."""
+    decoder = vae.mean_image
+    maps, t_map = _timed(lambda: geo.metric_heatmaps(decoder, n=100))
+    cpu_map = _timed.cpu
+    z0, z1 = torch.tensor([-1.5, -1.0]), torch.tensor([1.5, 1.2])
+    curve, t_geo = _timed(lambda: geo.geodesic(decoder, z0, z1, n_points=20, steps=200))
+    cpu_geo = _timed.cpu
+    z = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0))
+    est, t_r = _timed(lambda: cr.expected_class_radius(decoder, classifier, z, **SEARCH))
+    cpu_r = _timed.cpu
+    est_default, t_r_default = _timed(lambda: cr.expected_class_radius(decoder, classifier, z))
+    cpu_r_default = _timed.cpu
+    line = geo.straight_line(z0, z1, 20)
+    return {
+        "heatmap_100x100": {"seconds": t_map, "cpu_seconds_2_threads": cpu_map, "limit_s": 20.0, "within_limit": t_map <= 20.0,
+                            "decoder_output_dim": 784,
+                            "median_condition_number": maps["condition"].median().item()},
+        "geodesic_20_points": {"seconds": t_geo, "cpu_seconds_2_threads": cpu_geo, "limit_s": 5.0, "within_limit": t_geo <= 5.0,
+                               "length_line": geo.curve_length(decoder, line).item(),
+                               "length_geodesic": geo.curve_length(decoder, curve).item(),
+                               "energy_geodesic": geo.curve_energy(decoder, curve).item()},
+        "expected_class_radius_1000": {
+            "seconds": t_r, "cpu_seconds_2_threads": cpu_r, "limit_s": 60.0, "within_limit": t_r <= 60.0, "search": SEARCH,
+            "evaluations_per_point": est["evaluations_per_point"], "mean": est["mean"],
+            "ci95": [est["ci_low"], est["ci_high"]], "n_not_found": est["n_not_found"],
+            "default_budget": {"seconds": t_r_default, "cpu_seconds_2_threads": cpu_r_default, "evaluations_per_point": est_default["evaluations_per_point"],
+                               "mean": est_default["mean"], "ci95": [est_default["ci_low"], est_default["ci_high"]]}},
+    }
+
+
+def analytic_accuracy(n=20_000):
+    """The estimator against the closed forms: half-spaces at several offsets, orthants for m = 1..6."""
+    identity = lambda z: z
+    out = {"halfspace": [], "orthants": []}
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
+    for a in [0.0, 0.5, 1.0, 1.5, 2.0]:
+        est = cr.expected_class_radius(identity, lambda x, a=a: torch.stack([0 * x[:, 0], x[:, 0] - a], 1), z,
+                                       max_radius=8.0)
+        exact = cr.halfspace_expected_radius(a)
+        out["halfspace"].append({"a": a, "estimate": est["mean"], "ci95": [est["ci_low"], est["ci_high"]],
+                                 "exact": exact, "covered": bool(est["ci_low"] <= exact <= est["ci_high"]),
+                                 "max_abs_error_per_point": (est["radii"] - (z[:, 0] - a).abs()).abs().max().item()})
+    for m in range(1, 7):
+        signs = torch.tensor([[(k >> i) & 1 for i in range(m)] for k in range(2 ** m)], dtype=torch.float32) * 2 - 1
+        zm = torch.randn(n, m, generator=torch.Generator().manual_seed(m))
+        est = cr.expected_class_radius(identity, lambda x, s=signs: x @ s.T, zm)
+        exact = cr.orthant_expected_radius(m)
+        p = np.full(2 ** m, 2.0 ** -m)
+        out["orthants"].append({"m": m, "estimate": est["mean"], "exact": exact,
+                                "covered": bool(est["ci_low"] <= exact <= est["ci_high"]),
+                                "isoperimetric_bound": cr.isoperimetric_bound(p),
+                                "theorem_bound": cr.class_radius_bound(p) if m >= 3 else None})
+    return out
+
+
+def omega_experiment(x_train, x_test, classifier, epochs=15, n_prior=4000, n_radius=1000):
+    """Seed 000's experiment: vanilla VAE vs omega-regularised (lambda = 30, clip 0.3), 2-D MLP VAEs."""
+    out = {}
+    z_prior = torch.randn(n_prior, 2, generator=torch.Generator().manual_seed(7))
+    for name, lam, clip in [("vanilla", 0.0, None), ("omega", 30.0, 0.3)]:
+        torch.manual_seed(0)
+        vae = MLPVAE(z_dim=2, hidden=256)
+        _, seconds = _timed(lambda: cr.train_omega_vae(vae, x_train, lam=lam, clip=clip, epochs=epochs,
+                                                       device=torch.device("cpu"), progress=False))
+        probs = cr.classify_latents(vae.mean_image, classifier, z_prior)
+        p = class_histogram(probs)
+        est = cr.expected_class_radius(vae.mean_image, classifier, z_prior[:n_radius], **SEARCH)
+        with torch.no_grad():
+            spread = vae.encode(x_train)[0].std(0).mean().item()
+        out[name] = {"train_seconds": seconds, "epochs": epochs, "test_elbo": evaluate_elbo(vae, x_test),
+                     "p": p.tolist(), "max_p": p.max().item(), "collision_probability": cr.collision_probability(p).item(),
+                     "bound": cr.class_radius_bound(p) if p.max() <= cr.PROBABILITY_DECAY else None,
+                     "expected_radius": est["mean"], "ci95": [est["ci_low"], est["ci_high"]],
+                     "coverage_conf_0.9": (confidence(probs) > 0.9).float().mean().item(),
+                     "encoding_std": spread}
+    v, o = out["vanilla"], out["omega"]
+    out["seed_claims"] = {"classes_closer": bool(o["ci95"][1] < v["ci95"][0]),
+                          "coverage_lower": bool(o["coverage_conf_0.9"] < v["coverage_conf_0.9"]),
+                          "elbo_change_nats": o["test_elbo"] - v["test_elbo"],
+                          "latent_scaled_down": bool(o["encoding_std"] < v["encoding_std"])}
+    return out
+
+
+def notebook_times():
+    from nbclient import NotebookClient
+    import nbformat
+
+    out = {}
+    smoke = os.environ.pop("DGMCOURSE_SMOKE", None)  # full mode
+    try:
+        for rel in NOTEBOOKS:
+            nb = nbformat.read(ROOT / rel, as_version=4)
+            with tempfile.TemporaryDirectory() as tmp:
+                start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": tmp}}).execute()
+                end = resource.getrusage(resource.RUSAGE_CHILDREN)
+                out[rel] = {"full_mode_s": time.perf_counter() - start, "limit_s": 180.0,
+                            "kernel_cpu_s": (end.ru_utime + end.ru_stime) - (cpu.ru_utime + cpu.ru_stime),
+                            "load_average": os.getloadavg()}
+            print(rel, out[rel], flush=True)
+    finally:
+        if smoke is not None:
+            os.environ["DGMCOURSE_SMOKE"] = smoke
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-notebooks", action="store_true")
+    parser.add_argument("--only-notebooks", action="store_true", help="time the notebooks, add to the existing report")
+    args = parser.parse_args()
+    if args.only_notebooks:
+        _write({"notebooks": notebook_times()})
+        return
+    torch.set_num_threads(2)
+    seed_everything(0)
+    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 2,
+                          "load_average_at_start": os.getloadavg(), "torch": torch.__version__}}
+    x_train, _ = load_mnist("train", source="embedded")
+    x_test, _ = load_mnist("test", source="embedded")
+    classifier = load_classifier(device=torch.device("cpu"))
+    vae = MLPVAE(z_dim=2)  # hidden 512, as the issue's "784-dimensional decoder"
+    train_vae(vae, x_train, epochs=10, device=torch.device("cpu"), progress=False)
+    report["speed"] = speed(vae, classifier)
+    print("speed:", json.dumps(report["speed"], indent=1), flush=True)
+    report["analytic_accuracy"] = analytic_accuracy()
+    print("analytic:", json.dumps(report["analytic_accuracy"], indent=1), flush=True)
+    report["omega_vae"] = omega_experiment(x_train, x_test, classifier)
+    print("omega:", json.dumps(report["omega_vae"], indent=1), flush=True)
+    if not args.skip_notebooks:
+        report["notebooks"] = notebook_times()
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    _write(report)
+
+
+def _write(parts: dict) -> None:
+    """Update the report with ``parts`` (keeps the other keys, e.g. notebook times measured separately)."""
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    report.update(parts)
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print("wrote", REPORT)
+
+
+if __name__ == "__main__":
+    main()

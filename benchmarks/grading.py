@@ -1,0 +1,101 @@
+"""Grading throughput: plain sequential ``nbgrader autograde`` vs ``dgmcourse grade --jobs 2``.
+
+In one run on the same machine, N submissions of assignment 1 (a1_vae; a mix of solutions,
+partial answers and untouched releases) are placed in a temporary copy of the course and graded
+twice from scratch: by nbgrader (one kernel after the other, no sandbox) and by dgmcourse
+(bubblewrap sandbox, 2 parallel jobs). Writes benchmarks/reports/grading.json with total wall
+time, time per submission, the ratio, and whether both graders gave the same per-cell scores.
+
+    python benchmarks/grading.py [--n 40] [--jobs 2] [--smoke]
+
+Targets (2 CPU cores): sandbox overhead <= 1 s per submission over plain nbgrader;
+--jobs 2 >= 1.6x faster than sequential nbgrader.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_grading_support import ENV, REAL, make_course, release, solved, submit  # noqa: E402
+
+
+def _scores(course: Path) -> dict:
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return {(g.student.id, g.name): g.auto_score
+                for s in gb.find_assignment(REAL).submissions
+                for nb in s.notebooks for g in nb.grades}
+
+
+def _fresh(template: Path, where: Path) -> Path:
+    shutil.copytree(template, where, symlinks=True)
+    return where
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=40, help="number of submissions")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="DGMCOURSE_SMOKE=1 (short training)")
+    args = parser.parse_args()
+    env = dict(ENV)
+    if not args.smoke:
+        env.pop("DGMCOURSE_SMOKE", None)
+        os.environ.pop("DGMCOURSE_SMOKE", None)
+    tmp = Path(tempfile.mkdtemp(prefix="dgmcourse-bench-"))
+    try:
+        template = make_course(tmp)
+        kinds = [solved(template, REAL), solved(template, REAL, keep_unanswered=("iwae_bound",)),
+                 release(template, REAL)]
+        for i in range(args.n):
+            submit(template, f"s{i:03d}", REAL, kinds[i % 3])
+
+        plain = _fresh(template, tmp / "plain")
+        start = time.monotonic()
+        subprocess.run([sys.executable, "-m", "nbgrader", "autograde", REAL], cwd=plain, env=env,
+                       check=True, capture_output=True)
+        t_plain = time.monotonic() - start
+
+        sandboxed = _fresh(template, tmp / "sandboxed")
+        start = time.monotonic()
+        subprocess.run([sys.executable, "-m", "dgmcourse.cli", "grade", REAL, "--jobs",
+                        str(args.jobs), "--no-progress"], cwd=sandboxed, env=env, check=True,
+                       capture_output=True)
+        t_ours = time.monotonic() - start
+        same = _scores(plain) == _scores(sandboxed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report = {
+        "what": f"grading {args.n} submissions of {REAL} (solution / partial / blank, cycled)",
+        "mode": "smoke (DGMCOURSE_SMOKE=1)" if args.smoke else "full",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_end": os.getloadavg()},
+        "nbgrader_sequential_s": round(t_plain, 1),
+        "dgmcourse_jobs_s": round(t_ours, 1), "jobs": args.jobs,
+        "per_submission_s": {"nbgrader": round(t_plain / args.n, 2),
+                             "dgmcourse_wall": round(t_ours / args.n, 2),
+                             "dgmcourse_per_job": round(t_ours * args.jobs / args.n, 2)},
+        "speedup": round(t_plain / t_ours, 2),
+        "sandbox_overhead_per_submission_s": round((t_ours * args.jobs - t_plain) / args.n, 2),
+        "same_scores_per_cell": same,
+        "targets": {"speedup_at_least": 1.6, "overhead_at_most_s": 1.0},
+    }
+    out = ROOT / "benchmarks" / "reports" / "grading.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

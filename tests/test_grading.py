@@ -1,0 +1,205 @@
+"""Unit tests of dgmcourse.grading: submission repair, the sandboxed harness and its signed
+verdicts, score validation, and `dgmcourse grade` end to end on a tiny assignment."""
+
+import json
+import shutil
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from dgmcourse import cli, grading
+from test_grading_support import make_course, release, solved, submit, tiny_source
+
+SANDBOX = pytest.mark.skipif(not grading.bwrap_available(), reason="needs bubblewrap")
+TESTS = [{"kind": "instructor", "source": "import numpy as np", "grade_id": "setup"},
+         None,
+         {"kind": "test", "source": "assert add(1, 2) == 3\nprint('checked')", "grade_id": "t1"},
+         {"kind": "test", "source": "assert np.allclose(add(np.ones(2), np.ones(2)), 2 * np.ones(2))",
+          "grade_id": "t2"}]
+
+
+def _run(student_code, tmp_path, **limits):
+    cells = [dict(c) if c else {"kind": "student", "source": student_code, "grade_id": "sol"}
+             for c in TESTS]
+    work = tmp_path / "work"
+    work.mkdir(parents=True)
+    return grading.run_sandboxed(cells, work, {"wall_s": 60, "cell_s": 20, **limits})
+
+
+def _passed(run):
+    return {k: v["passed"] for k, v in run["verdicts"].items()}
+
+
+# --- repair ------------------------------------------------------------------------------------
+@pytest.fixture
+def release_dir(tmp_path):
+    folder = tmp_path / "release"
+    folder.mkdir()
+    nbformat.write(tiny_source(), folder / "tiny.ipynb")
+    return folder
+
+
+def _graded_meta(nb):
+    return [(c.cell_type, dict(c.metadata.nbgrader)) for c in nb.cells if "nbgrader" in c.metadata]
+
+
+def test_repair_finds_renamed_notebook_and_ignores_other_files(tmp_path, release_dir):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nbformat.write(tiny_source(), sub / "tiny (1).ipynb")
+    (sub / "numpy.py").write_text("allclose = lambda *a: True")
+    notes = grading.repair_submission(sub, release_dir, tmp_path / "out")
+    assert notes == ["renamed 'tiny (1).ipynb' to tiny.ipynb", "ignored file numpy.py"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny.ipynb"]
+
+
+def test_repair_rejects_invalid_json_and_reports_missing(tmp_path, release_dir):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "tiny.ipynb").write_text('{"cells": [')
+    notes = grading.repair_submission(sub, release_dir, tmp_path / "out")
+    assert len(notes) == 1 and notes[0].startswith("rejected tiny.ipynb: not valid JSON")
+    assert not (tmp_path / "out" / "tiny.ipynb").exists()
+    assert grading.repair_submission(tmp_path / "nothing", release_dir, tmp_path / "o2") == \
+        ["missing notebook tiny.ipynb"]
+    with pytest.raises(ValueError, match="release="):
+        grading.repair_submission(sub, tmp_path / "nothing", tmp_path / "o3")
+
+
+def test_repair_restores_release_metadata(tmp_path, release_dir):
+    nb = tiny_source()
+    nb.cells[3].metadata.nbgrader["schema_version"] = 99          # from the future
+    nb.cells[4].metadata.nbgrader["points"] = 100                  # edited points
+    nb.cells[4] = nbformat.v4.new_markdown_cell(nb.cells[4].source, metadata=nb.cells[4].metadata)
+    fake = nbformat.v4.new_code_cell("pass", metadata=json.loads(json.dumps(nb.cells[3].metadata)))
+    nb.cells.insert(0, fake)                                       # duplicated grade_id, first
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {
+        "grade": True, "grade_id": "invented", "points": 5, "schema_version": 3}}))
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "tiny.ipynb").write_text(nbformat.writes(nbformat.convert(nb, 3)))
+    notes = grading.repair_submission(sub, release_dir, tmp_path / "out")
+    repaired = nbformat.read(tmp_path / "out" / "tiny.ipynb", as_version=4)
+    assert _graded_meta(repaired) == _graded_meta(tiny_source())
+    assert repaired.cells[0].source == "pass" and "nbgrader" not in repaired.cells[0].metadata
+    assert "converted tiny.ipynb from nbformat 3" in notes
+    assert "restored cell type of test_mul (markdown -> code)" in notes
+    assert "removed nbgrader metadata from a cell with grade_id 'invented'" in notes
+
+
+def test_repair_restores_deleted_locked_and_test_cells(tmp_path, release_dir):
+    nb = tiny_source()
+    nb.cells = [nb.cells[i] for i in (1, 2, 5)]   # set-up and both tests deleted
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nbformat.write(nb, sub / "tiny.ipynb")
+    notes = grading.repair_submission(sub, release_dir, tmp_path / "out")
+    assert notes == ["restored deleted cell setup", "restored deleted cell test_add",
+                     "restored deleted cell test_mul"]
+    repaired = nbformat.read(tmp_path / "out" / "tiny.ipynb", as_version=4)
+    assert [c.metadata.nbgrader["grade_id"] for c in repaired.cells] == \
+        ["setup", "add", "mul", "test_add", "test_mul", "why"]
+
+
+def test_scores_are_validated_against_points():
+    assert grading._valid_score(2, 2.0) == 2.0 and grading._valid_score(None, 1.0) is None
+    for bad in (2.5, -1, float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="outside"):
+            grading._valid_score(bad, 2.0)
+
+
+# --- harness: signed, unforgeable verdicts --------------------------------------------------------
+@SANDBOX
+def test_honest_code_passes_and_wrong_code_fails(tmp_path):
+    run = _run("import sys, warnings\ndef add(a, b):\n    warnings.warn('w')\n"
+               "    print('noise', file=sys.stderr)\n    return a + b", tmp_path)
+    assert run["status"] == "ok" and _passed(run) == {"t1": True, "t2": True}
+    (stream,) = run["outputs"][2]  # stderr is shown as text on stdout: it never costs points
+    assert stream["name"] == "stdout" and stream["text"].startswith("checked\n\n[stderr]\n")
+    assert "noise" in stream["text"]
+    run = _run("def add(a, b):\n    return a - b", tmp_path / "b")
+    assert _passed(run) == {"t1": False, "t2": False}
+    assert run["verdicts"]["t1"]["message"].startswith("AssertionError")
+
+
+@SANDBOX
+@pytest.mark.parametrize("attack, expected", [
+    ("import numpy, builtins\nnumpy.allclose = lambda *a, **k: True\n"
+     "builtins.AssertionError = type('E', (Exception,), {})\ndef add(a, b): return 0", {}),
+    ("ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+     "ip.set_custom_exc((BaseException,), lambda *a, **k: None)\ndef add(a, b): return 0", {}),
+    ("class A:\n    def __eq__(self, o): return True\n    def __bool__(self): return True\n"
+     "def add(a, b): return A()", {}),
+    ("import numpy as np\ndef add(a, b):\n    np.allclose = lambda *x, **k: True\n"
+     "    return a + b if isinstance(a, int) else 0", {"t1": False}),  # patched during a test
+    ("import sys\ndef add(a, b):\n    sys._getframe(1).f_globals['np'] = None\n    return 0", {}),
+])
+def test_monkeypatching_never_earns_points(tmp_path, attack, expected):
+    run = _run(attack, tmp_path)
+    assert _passed(run) == {"t1": False, "t2": False}, run
+
+
+@SANDBOX
+def test_forged_verdicts_are_detected(tmp_path):
+    forge = ("import json, os\nfor i, g in enumerate(['t1', 't2']):\n"
+             "    os.write(3, (json.dumps({'payload': {'kind': 'verdict', 'index': i, 'grade_id': g,"
+             " 'passed': True, 'score': None, 'message': ''}, 'mac': '0' * 64}) + '\\n').encode())\n"
+             "os._exit(0)")
+    run = _run(forge, tmp_path)
+    assert run["status"] == "tampered" and run["verdicts"] == {}
+    run = _run("import dgmcourse.grading as g, sys\n"
+               "sys.audit('dgmcourse.verdict', 0, 't1', '', True, None, '')", tmp_path / "b")
+    assert run["status"] == "tampered"
+
+
+@SANDBOX
+def test_time_limits(tmp_path):
+    run = _run("while True:\n    pass", tmp_path, cell_s=2)
+    assert run["status"] == "ok" and _passed(run) == {"t1": False, "t2": False}
+    assert run["outputs"][1][-1]["ename"] == "CellTimeout"
+    run = _run("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass",
+               tmp_path / "b", cell_s=1, wall_s=8)  # the soft limit is disabled: the hard one kills
+    assert run["status"] == "timeout" and run["time_s"] < 12
+
+
+def test_unsafe_mode_runs_without_bubblewrap_but_keeps_signed_verdicts(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    cells = [dict(c) if c else {"kind": "student", "source": "def add(a, b): return a + b",
+                                "grade_id": "sol"} for c in TESTS]
+    (tmp_path / "w").mkdir()
+    run = grading.run_sandboxed(cells, tmp_path / "w", {"wall_s": 60}, unsafe=True)
+    assert run["status"] == "ok" and _passed(run) == {"t1": True, "t2": True}
+
+
+def test_refuses_without_isolation(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="--unsafe"):
+        grading.run_sandboxed(TESTS[:1], tmp_path)
+    with pytest.raises(RuntimeError, match="refusing"):
+        grading.grade(tmp_path, "tiny")
+
+
+# --- dgmcourse grade end to end -----------------------------------------------------------------
+@SANDBOX
+def test_grade_command_tiny_course(tmp_path, capsys):
+    course = make_course(tmp_path, ("tiny",))
+    submit(course, "full", "tiny", solved(course, "tiny"))
+    submit(course, "part", "tiny", solved(course, "tiny", keep_unanswered=("mul",)))
+    submit(course, "zero", "tiny", release(course, "tiny"))
+    assert cli.main(["grade", "tiny", "--course-dir", str(course), "--jobs", "0"]) == 2
+    assert cli.main(["grade", "tiny", "--course-dir", str(course), "--jobs", "2",
+                     "--no-progress"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["student", "score", "max", "status", "time", "notes"]
+    rows = {line.split()[0]: line.split()[1:4] for line in table[1:]}
+    assert rows == {"full": ["3", "4", "graded"], "part": ["1", "4", "graded"],
+                    "zero": ["0", "4", "graded"]}
+    expected = {"full": {"test_add": 1, "test_mul": 2}, "part": {"test_add": 1, "test_mul": 0},
+                "zero": {"test_add": 0, "test_mul": 0}}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for student, cells in expected.items():
+            for grade_id, points in cells.items():
+                assert gb.find_grade(grade_id, "tiny", "tiny", student).auto_score == points
+            assert gb.find_grade("why", "tiny", "tiny", student).needs_manual_grade == (student != "zero")
+    assert (course / "autograded" / "part" / "tiny" / "tiny.ipynb").is_file()

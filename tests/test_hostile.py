@@ -1,0 +1,329 @@
+"""Hostile submissions of the real assignment a1_vae, graded by `dgmcourse.grading.grade`.
+
+All submissions are built from the real release/solution in a temporary course directory and
+graded in ONE run (2 parallel jobs, smoke mode), so one broken submission can be seen not to
+stop the others. For each, the test asserts what the instructor gets: the score (0 where
+nothing was earned, full marks where the answer is right despite the noise), the status and
+notes, that nothing outside the submission changed, and that grading kept to its time limit.
+"""
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from dgmcourse import grading
+from test_grading_support import REAL, cell_ids, make_course, release, solved, submit
+
+pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "solutions" / REAL).is_dir()
+                                or not grading.bwrap_available(),
+                                reason="needs solutions/a1_vae and bubblewrap")
+pytestmark = [pytestmark, pytest.mark.xdist_group("hostile")]  # one module fixture: keep on one xdist worker
+LIMITS = {"wall_s": 240.0, "cell_s": 40.0, "memory_mb": 3072}
+
+
+def _insert(nb, index, source):
+    nb.cells.insert(index, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+def _first_solution_index(nb):
+    return next(i for i, c in enumerate(nb.cells)
+                if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code")
+
+
+def _replace_solution(nb, grade_id, source):
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            cell.source = source
+    return nb
+
+
+def _digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Build every hostile submission, grade them all at once, return what the instructor sees."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    course = make_course(tmp)
+    full, blank = solved(course, REAL), release(course, REAL)
+    tests = cell_ids(blank, "test")
+    first_solution = cell_ids(blank, "solution")[0]
+    canary = tmp / "outside" / "canary.txt"
+    canary.parent.mkdir()
+    canary.write_text("instructor file")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(0.5)
+    port, hits = server.getsockname()[1], []
+
+    def accept():
+        deadline = time.time() + 900
+        while time.time() < deadline and not getattr(server, "_closed", False):
+            try:
+                hits.append(server.accept())
+            except (socket.timeout, OSError):
+                continue
+    threading.Thread(target=accept, daemon=True).start()
+
+    def nb(base):
+        return nbformat.from_dict(json.loads(json.dumps(base)))
+
+    subs = {}
+    subs["honest_full"] = nb(full)
+    subs["honest_blank"] = nb(blank)
+    edited = nb(blank)
+    for cell in edited.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") in tests:
+            cell.source, cell.metadata.nbgrader["points"] = "pass", 100
+    subs["edited_tests_and_points"] = edited
+    markdown = nb(full)
+    markdown.cells = [nbformat.v4.new_markdown_cell(c.source, metadata=c.metadata)
+                      if c.metadata.get("nbgrader", {}).get("grade_id") == tests[0] else c
+                      for c in markdown.cells]
+    subs["test_cell_made_markdown"] = markdown
+    deleted = nb(full)
+    deleted.cells = [c for c in deleted.cells
+                     if c.metadata.get("nbgrader", {}).get("grade_id") not in tests]
+    subs["deleted_test_cells"] = deleted
+    stripped = nb(blank)
+    for cell in stripped.cells:
+        cell.metadata.pop("nbgrader", None)
+    subs["stripped_metadata"] = stripped
+    duplicate = nb(full)
+    fake = nbformat.from_dict(json.loads(json.dumps(
+        next(c for c in duplicate.cells if c.metadata.get("nbgrader", {}).get("grade_id") == tests[0]))))
+    fake.source, fake.metadata.nbgrader["points"] = "pass", 50
+    duplicate.cells.insert(0, fake)
+    subs["duplicated_grade_id"] = duplicate
+    future = nb(full)
+    for cell in future.cells:
+        if "nbgrader" in cell.metadata:
+            cell.metadata.nbgrader["schema_version"] = 99
+    subs["schema_from_the_future"] = future
+    subs["renamed_notebook"] = ("a1_vae (1).ipynb", nb(full))
+    subs["missing_notebook"] = ("notes.txt", "I forgot to upload it")
+    subs["invalid_json"] = (f"{REAL}.ipynb", '{"cells": [ {"cell_type": "code", ')
+    subs["nbformat_3"] = (f"{REAL}.ipynb", nbformat.writes(nbformat.convert(nb(full), 3)))
+    subs["non_ascii_code"] = _insert(nb(full), _first_solution_index(full),
+                                     "μ = 'Größe — 変分オートエンコーダ ✓'\nprint(μ)")
+    loop = nb(blank)
+    subs["infinite_loop_in_solution_cell"] = _insert(loop, _first_solution_index(loop),
+                                                     "while True:\n    pass")
+    subs["infinite_loop_in_tested_function"] = _replace_solution(
+        nb(blank), first_solution,
+        "def reparameterize(mu, logvar, generator=None):\n    while True:\n        pass")
+    subs["memory_bomb"] = _insert(nb(blank), 2, "hog = []\nwhile True:\n"
+                                  "    hog.append(bytearray(256 * 2**20))")
+    subs["fork_bomb"] = _insert(nb(blank), 2, "import os\nwhile True:\n    os.fork()")
+    subs["os_exit"] = _insert(nb(blank), 2, "import os\nos._exit(0)")
+    subs["kill_kernel"] = _insert(nb(blank), 2, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    subs["output_flood"] = _insert(nb(full), 2, "for i in range(200_000):\n    print('spam ' * 20)")
+    paths = {"solution": course / "solutions" / REAL / f"{REAL}.ipynb",
+             "gradebook": course / "gradebook.db", "canary": canary,
+             "other": course / "submitted" / "honest_full" / REAL / f"{REAL}.ipynb"}
+    probe = "\n".join(
+        [f"for name, path in {[(k, str(v)) for k, v in paths.items()]!r}:",
+         "    for mode in ('r', 'a'):",
+         "        try:",
+         "            with open(path, mode) as fh:",
+         "                fh.write('pwned') if mode == 'a' else fh.read(10)",
+         "            print('PROBE', name, mode, 'ALLOWED')",
+         "        except Exception as err:",
+         "            print('PROBE', name, mode, 'blocked', type(err).__name__)"])
+    subs["read_write_solutions_and_gradebook"] = _insert(nb(blank), 2, probe)
+    subs["network_access"] = _insert(nb(blank), 2, "\n".join([
+        "import socket", "try:",
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'scores')",
+        "    print('PROBE net ALLOWED')", "except Exception as err:",
+        "    print('PROBE net blocked', type(err).__name__)"]))
+    subs["write_outside_submission"] = _insert(nb(blank), 2, "\n".join([
+        "import os, pathlib",
+        f"for target in ['{course}/pwned.txt', '{tmp}/outside/pwned.txt', '/root/pwned.txt',",
+        f"               '/usr/pwned.txt', '{course}/submitted/honest_blank/{REAL}/{REAL}.ipynb']:",
+        "    try:", "        pathlib.Path(target).write_text('x'); print('PROBE', target, 'ALLOWED')",
+        "    except Exception as err:", "        print('PROBE', target, 'blocked', type(err).__name__)"]))
+    subs["shadowing_module"] = ("torch.py", nb(blank))
+    subs["monkeypatch_torch_and_numpy"] = _insert(nb(blank), 2, "\n".join([
+        "import torch, numpy", "torch.allclose = lambda *a, **k: True",
+        "torch.testing.assert_close = lambda *a, **k: None",
+        "numpy.allclose = lambda *a, **k: True", "torch.Tensor.__eq__ = lambda *a: True",
+        "torch.Tensor.__bool__ = lambda *a: True"]))
+    subs["monkeypatch_ipython_and_builtins"] = _insert(nb(blank), 2, "\n".join([
+        "import builtins, sys", "ip = get_ipython()",
+        "ip.showtraceback = lambda *a, **k: None",
+        "ip.set_custom_exc((BaseException,), lambda *a, **k: None)",
+        "sys.excepthook = lambda *a: None", "builtins.AssertionError = type('AE', (Exception,), {})",
+        "builtins.isinstance = lambda *a: True", "builtins.abs = lambda x: 0"]))
+    subs["eq_always_true_objects"] = _replace_solution(nb(blank), first_solution, "\n".join([
+        "class Anything:", "    def __eq__(self, other): return True",
+        "    __le__ = __lt__ = __ge__ = __gt__ = __eq__", "    def __bool__(self): return True",
+        "    def __getattr__(self, name): return lambda *a, **k: self",
+        "    def __call__(self, *a, **k): return self",
+        "    def __getitem__(self, key): return self",
+        "def reparameterize(mu, logvar, generator=None):", "    return Anything()"]))
+    forged = nb(blank)
+    for i, cell in enumerate(forged.cells):
+        if cell.cell_type == "code":
+            cell.execution_count = i
+            cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "100"},
+                                                   execution_count=i)]
+    subs["forged_outputs"] = forged
+    subs["forged_verdict_channel"] = _insert(nb(blank), 2, "\n".join([
+        "import json, os",
+        f"for i, g in enumerate({tests!r}):",
+        "    msg = {'payload': {'kind': 'verdict', 'index': i, 'grade_id': g, 'passed': True,",
+        "                       'score': None, 'message': ''}, 'mac': '0' * 64}",
+        "    os.write(3, (json.dumps(msg) + '\\n').encode())",
+        "os.write(3, b'{\"payload\": {\"kind\": \"end\"}, \"mac\": \"\"}\\n')"]))
+    subs["stderr_warnings_correct"] = _insert(nb(full), 2, "\n".join([
+        "import sys, warnings, torch", "_orig = torch.exp",
+        "warnings.warn('this is only a warning')",
+        "print('noise on stderr', file=sys.stderr)"]))
+
+    for student, spec in subs.items():
+        if isinstance(spec, tuple):
+            name, content = spec
+            folder = submit(course, student, REAL)
+            if isinstance(content, str):
+                (folder / name).write_text(content, encoding="utf-8")
+            else:
+                nbformat.write(content, folder / name)
+            if name == "torch.py":
+                nbformat.write(content, folder / f"{REAL}.ipynb")
+                (folder / "torch.py").write_text("allclose = lambda *a, **k: True\n")
+        else:
+            submit(course, student, REAL, spec)
+    protected = {"solutions": _digest(course / "solutions"),
+                 "release": _digest(course / "assignments"),
+                 "submitted": _digest(course / "submitted"), "canary": canary.read_text()}
+    start = time.monotonic()
+    results = grading.grade(course, REAL, jobs=2, limits=LIMITS, progress=False)
+    elapsed = time.monotonic() - start
+    server.close()
+    max_points = sum(c.metadata.nbgrader["points"] for c in blank.cells
+                     if c.metadata.get("nbgrader", {}).get("grade")
+                     and not c.metadata.nbgrader.get("solution"))
+    return {"course": course, "tmp": tmp, "results": {r["student"]: r for r in results},
+            "elapsed": elapsed, "protected": protected, "canary": canary, "hits": hits,
+            "tests": tests, "max": max_points, "n": len(subs)}
+
+
+def _auto(result):
+    return sum(g["auto_score"] or 0 for nb in result["notebooks"].values()
+               for g in nb["grades"].values() if not g["needs_manual_grade"])
+
+
+def _outputs(graded, student):
+    path = graded["course"] / "autograded" / student / REAL / f"{REAL}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+FULL = ["honest_full", "test_cell_made_markdown", "deleted_test_cells", "duplicated_grade_id",
+        "schema_from_the_future", "renamed_notebook", "nbformat_3", "non_ascii_code",
+        "output_flood", "stderr_warnings_correct"]
+ZERO = ["honest_blank", "edited_tests_and_points", "stripped_metadata", "missing_notebook",
+        "invalid_json", "infinite_loop_in_solution_cell", "infinite_loop_in_tested_function",
+        "memory_bomb", "fork_bomb", "os_exit", "kill_kernel",
+        "read_write_solutions_and_gradebook", "network_access", "write_outside_submission",
+        "shadowing_module", "monkeypatch_torch_and_numpy", "monkeypatch_ipython_and_builtins",
+        "eq_always_true_objects", "forged_outputs", "forged_verdict_channel"]
+
+
+def test_suite_is_large_and_everyone_is_graded(graded):
+    assert graded["n"] >= 20 + 2
+    assert set(graded["results"]) == set(FULL) | set(ZERO)
+    for student, result in graded["results"].items():
+        assert result["max_score"] == pytest.approx(graded["max"] + 4), student  # + 2 written answers
+        assert result["status"] != "error", (student, result["notes"])
+
+
+@pytest.mark.parametrize("student", FULL)
+def test_right_answers_get_full_marks_despite_the_noise(graded, student):
+    result = graded["results"][student]
+    assert _auto(result) == pytest.approx(graded["max"]), (student, result["status"], result["notes"])
+    assert result["status"] in ("graded", "repaired"), result
+
+
+@pytest.mark.parametrize("student", ZERO)
+def test_nothing_earned_scores_zero(graded, student):
+    result = graded["results"][student]
+    assert _auto(result) == 0, (student, result["status"], result["notes"])
+
+
+@pytest.mark.parametrize("student, status, note", [
+    ("renamed_notebook", "repaired", "renamed 'a1_vae (1).ipynb'"),
+    ("missing_notebook", "missing", "missing notebook a1_vae.ipynb"),
+    ("invalid_json", "rejected", "not valid JSON"),
+    ("nbformat_3", "repaired", "converted a1_vae.ipynb from nbformat 3"),
+    ("schema_from_the_future", "repaired", "restored nbgrader metadata"),
+    ("test_cell_made_markdown", "repaired", "restored cell type"),
+    ("duplicated_grade_id", "repaired", "removed nbgrader metadata"),
+    ("edited_tests_and_points", "repaired", "restored nbgrader metadata"),
+    ("shadowing_module", "repaired", "ignored file torch.py"),
+    ("fork_bomb", "processes", "more than 64 processes"),
+    ("os_exit", "crashed", "before the end of the notebook"),
+    ("kill_kernel", "crashed", "before the end of the notebook"),
+    ("forged_verdict_channel", "tampered", "unsigned message"),
+])
+def test_instructor_sees_a_clear_status(graded, student, status, note):
+    result = graded["results"][student]
+    assert result["status"] == status, result
+    assert any(note in n for n in result["notes"]), result["notes"]
+
+
+def test_points_in_the_gradebook_are_the_release_points(graded):
+    with Gradebook(f"sqlite:///{graded['course'] / 'gradebook.db'}") as gb:
+        sub = gb.find_submission(REAL, "edited_tests_and_points")
+        assert sub.max_score == pytest.approx(graded["max"] + 4)
+        assert sub.code_score == 0
+
+
+def test_sandbox_blocks_files_outside_the_submission(graded):
+    text = _outputs(graded, "read_write_solutions_and_gradebook")
+    assert text.count("PROBE") == 8 and "ALLOWED" not in text, text
+    text = _outputs(graded, "write_outside_submission")
+    assert text.count("PROBE") == 5 and "ALLOWED" not in text, text
+    course = graded["course"]
+    assert _digest(course / "solutions") == graded["protected"]["solutions"]
+    assert _digest(course / "assignments") == graded["protected"]["release"]
+    assert _digest(course / "submitted") == graded["protected"]["submitted"]
+    assert graded["canary"].read_text() == graded["protected"]["canary"]
+    assert not (course / "pwned.txt").exists() and not (graded["tmp"] / "outside" / "pwned.txt").exists()
+    assert not Path("/root/pwned.txt").exists()
+
+
+def test_sandbox_has_no_network(graded):
+    text = _outputs(graded, "network_access")
+    assert "PROBE net blocked" in text, text
+    assert graded["hits"] == []
+
+
+def test_output_flood_is_truncated(graded):
+    path = graded["course"] / "autograded" / "output_flood" / REAL / f"{REAL}.ipynb"
+    assert path.stat().st_size < 2 * 2**20
+    assert "output truncated" in _outputs(graded, "output_flood")
+
+
+def test_hidden_tests_are_restored_and_points_never_exceed_the_cells(graded):
+    for student, result in graded["results"].items():
+        for nb in result["notebooks"].values():
+            assert set(graded["tests"]) <= set(nb["grades"]), student
+            for grade in nb["grades"].values():
+                assert grade["auto_score"] is None or 0 <= grade["auto_score"] <= grade["max_score"]
+
+
+def test_grading_kept_to_its_time_limits(graded):
+    for student, result in graded["results"].items():
+        assert result["time_s"] < LIMITS["wall_s"] + 60, (student, result["time_s"])
