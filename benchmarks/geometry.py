@@ -1,14 +1,12 @@
 """Benchmark of issue 6 (lectures 6-7, assignment 5): speed of the latent-geometry tools, accuracy of the
-class-radius estimator on the analytic cases, the omega-regularised VAE against the vanilla one, and the
-full-mode run time of the notebooks.
+class-radius estimator on the analytic cases, and the omega-regularised VAE against the vanilla one
+(the notebooks' full-mode times are in benchmarks/notebooks.py).
 
-Run: ``python benchmarks/geometry.py`` (``--skip-notebooks`` for the measurements only,
-``--only-notebooks`` to add the notebook times to an existing report). Writes
+Run: ``python benchmarks/geometry.py [--parts speed analytic omega]``. Writes
 ``benchmarks/reports/geometry.json``. Targets (issue 6): 100x100 metric heat map of a 784-dimensional decoder
-<= 20 s, a 20-point geodesic <= 5 s, E[r(z)] over 1,000 latent samples <= 60 s, each notebook <= 3 min
-(2 CPU cores). Timings taken on a shared machine are pessimistic: the load average is recorded, and next to
-each wall-clock time the CPU seconds (``time.process_time`` with 2 torch threads; the notebook kernels'
-``RUSAGE_CHILDREN``), which contention inflates much less.
+<= 20 s, a 20-point geodesic <= 5 s, E[r(z)] over 1,000 latent samples <= 60 s (2 CPU cores). Timings taken on
+a shared machine are pessimistic: the load average is recorded, and next to each wall-clock time the CPU
+seconds (``time.process_time`` with 2 torch threads), which contention inflates much less.
 """
 
 from __future__ import annotations
@@ -16,11 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,12 +25,11 @@ from dgmcourse.classifier import load_classifier
 from dgmcourse.data import load_mnist
 from dgmcourse.device import seed_everything
 from dgmcourse.evaluation import class_histogram, confidence
+from dgmcourse.reports import REPORTS, write_report
 from dgmcourse.vae import MLPVAE, evaluate_elbo, train_vae
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "benchmarks" / "reports" / "geometry.json"
-NOTEBOOKS = ["lectures/06_latent_geometry.ipynb", "lectures/07_latent_density.ipynb",
-             "solutions/a5_geometry/a5_geometry.ipynb"]
+REPORT = REPORTS / "geometry.json"
+
 SEARCH = dict(n_directions=2, n_steps=8, n_bisect=6, max_radius=4.0)  # the budget lecture 7 uses on MNIST
 
 
@@ -132,65 +125,35 @@ def omega_experiment(x_train, x_test, classifier, epochs=15, n_prior=4000, n_rad
     return out
 
 
-def notebook_times():
-    from nbclient import NotebookClient
-    import nbformat
-
-    out = {}
-    smoke = os.environ.pop("DGMCOURSE_SMOKE", None)  # full mode
-    try:
-        for rel in NOTEBOOKS:
-            nb = nbformat.read(ROOT / rel, as_version=4)
-            with tempfile.TemporaryDirectory() as tmp:
-                start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-                NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": tmp}}).execute()
-                end = resource.getrusage(resource.RUSAGE_CHILDREN)
-                out[rel] = {"full_mode_s": time.perf_counter() - start, "limit_s": 180.0,
-                            "kernel_cpu_s": (end.ru_utime + end.ru_stime) - (cpu.ru_utime + cpu.ru_stime),
-                            "load_average": os.getloadavg()}
-            print(rel, out[rel], flush=True)
-    finally:
-        if smoke is not None:
-            os.environ["DGMCOURSE_SMOKE"] = smoke
-    return out
+PARTS = ("speed", "analytic", "omega")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--skip-notebooks", action="store_true")
-    parser.add_argument("--only-notebooks", action="store_true", help="time the notebooks, add to the existing report")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure only these parts (the others keep their values in the report)")
     args = parser.parse_args()
-    if args.only_notebooks:
-        _write({"notebooks": notebook_times()})
-        return
     torch.set_num_threads(2)
     seed_everything(0)
-    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 2,
-                          "load_average_at_start": os.getloadavg(), "torch": torch.__version__}}
+    report = {"load_average_at_start": os.getloadavg()}
     x_train, _ = load_mnist("train", source="embedded")
     x_test, _ = load_mnist("test", source="embedded")
     classifier = load_classifier(device=torch.device("cpu"))
-    vae = MLPVAE(z_dim=2)  # hidden 512, as the issue's "784-dimensional decoder"
-    train_vae(vae, x_train, epochs=10, device=torch.device("cpu"), progress=False)
-    report["speed"] = speed(vae, classifier)
-    print("speed:", json.dumps(report["speed"], indent=1), flush=True)
-    report["analytic_accuracy"] = analytic_accuracy()
-    print("analytic:", json.dumps(report["analytic_accuracy"], indent=1), flush=True)
-    report["omega_vae"] = omega_experiment(x_train, x_test, classifier)
-    print("omega:", json.dumps(report["omega_vae"], indent=1), flush=True)
-    if not args.skip_notebooks:
-        report["notebooks"] = notebook_times()
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    _write(report)
-
-
-def _write(parts: dict) -> None:
-    """Update the report with ``parts`` (keeps the other keys, e.g. notebook times measured separately)."""
-    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    report.update(parts)
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(report, indent=2) + "\n")
-    print("wrote", REPORT)
+    if "speed" in args.parts:
+        vae = MLPVAE(z_dim=2)  # hidden 512, as the issue's "784-dimensional decoder"
+        train_vae(vae, x_train, epochs=10, device=torch.device("cpu"), progress=False)
+        report["speed"] = speed(vae, classifier)
+        print("speed:", json.dumps(report["speed"], indent=1), flush=True)
+    if "analytic" in args.parts:
+        report["analytic_accuracy"] = analytic_accuracy()
+        print("analytic:", json.dumps(report["analytic_accuracy"], indent=1), flush=True)
+    if "omega" in args.parts:
+        report["omega_vae"] = omega_experiment(x_train, x_test, classifier)
+        print("omega:", json.dumps(report["omega_vae"], indent=1), flush=True)
+    report["load_average_at_end"] = os.getloadavg()
+    previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    kept = {key: value for key, value in previous.items() if key not in ("name", "measured_at", "machine", "notebooks")}
+    print("wrote", write_report("geometry", {**kept, **report}))
 
 
 if __name__ == "__main__":
