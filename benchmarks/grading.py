@@ -69,7 +69,7 @@ def main() -> None:
                        check=True, capture_output=True)
         t_plain = time.monotonic() - start
 
-        t_ours, same = {}, True
+        plain_scores, t_ours, same = _scores(plain), {}, True
         for jobs in (1, args.jobs):
             sandboxed = _fresh(template, tmp / f"sandboxed-{jobs}")
             start = time.monotonic()
@@ -77,7 +77,7 @@ def main() -> None:
                             str(jobs), "--no-progress"], cwd=sandboxed, env=env, check=True,
                            capture_output=True)
             t_ours[jobs] = time.monotonic() - start
-            same = same and _scores(plain) == _scores(sandboxed)
+            same = same and _scores(sandboxed) == plain_scores
             print(f"dgmcourse grade --jobs {jobs}: {t_ours[jobs]:.1f} s (nbgrader: {t_plain:.1f} s)", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

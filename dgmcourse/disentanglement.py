@@ -450,10 +450,10 @@ def dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
         raise ValueError("codes_test / factors_test must have as many rows as codes_train / factors_train")
     # one tree per factor value and stage: start the factors with most values first, to balance the threads
     order = sorted(range(len(factors_train)), key=lambda j: -len(np.unique(factors_train[j])))
-    fitted = Parallel(n_jobs=n_jobs, prefer="threads")(
+    fitted = dict(zip(order, Parallel(n_jobs=n_jobs, prefer="threads")(
         delayed(GradientBoostingClassifier(random_state=random_state).fit)(codes_train.T, factors_train[j])
-        for j in order)
-    models = [fitted[order.index(j)] for j in range(len(factors_train))]
+        for j in order)))
+    models = [fitted[j] for j in range(len(factors_train))]
     importance = np.array([np.abs(model.feature_importances_) for model in models]).T
     acc_train = [model.score(codes_train.T, y) for model, y in zip(models, factors_train)]
     acc_test = [model.score(codes_test.T, y) for model, y in zip(models, factors_test)]
