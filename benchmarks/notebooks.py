@@ -2,17 +2,20 @@
 
 Target (every course issue): each notebook <= 3 minutes on 2 CPU cores, peak memory <= 3 GiB.
 Kernel CPU seconds are reported beside wall time: on a busy machine they are the steadier figure.
-Writes benchmarks/reports/notebooks.json.
+Writes benchmarks/reports/notebooks.json; with -k, the notebooks measured replace their entries there
+(each entry keeps its own measured_at and load average).
 
 Run: .venv/bin/python benchmarks/notebooks.py [-k SUBSTRING]
 """
 
 import argparse
+import json
 import os
+import time
 
 from tqdm.auto import tqdm
 
-from dgmcourse.reports import ROOT, run_notebook, write_report
+from dgmcourse.reports import REPORTS, ROOT, run_notebook, write_report
 
 TARGETS = {"wall_s": 180.0, "peak_rss_mib": 3072.0}
 
@@ -26,8 +29,16 @@ if __name__ == "__main__":
     for path in tqdm(paths, desc="notebooks (full mode)"):
         measured = run_notebook(path)
         measured["within_targets"] = all(measured[key] <= limit for key, limit in TARGETS.items())
+        measured["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        measured["load_average_after"] = os.getloadavg()
         results.append(measured)
         tqdm.write(f"{measured['notebook']}: {measured['wall_s']:.0f} s wall, {measured['kernel_cpu_s']:.0f} s CPU, "
                    f"{measured['peak_rss_mib']:.0f} MiB")
-    print(write_report("notebooks" if not args.k else f"notebooks-{args.k.replace('/', '_')}",
-                       {"targets": TARGETS, "load_average": os.getloadavg(), "notebooks": results}))
+    report = REPORTS / "notebooks.json"
+    if args.k and report.exists():
+        fresh = {r["notebook"] for r in results}
+        old = json.loads(report.read_text())
+        kept = [{"measured_at": old["measured_at"], "load_average_after": old.get("load_average"), **r}
+                for r in old["notebooks"] if r["notebook"] not in fresh]
+        results = sorted(kept + results, key=lambda r: r["notebook"])
+    print(write_report("notebooks", {"targets": TARGETS, "notebooks": results}))

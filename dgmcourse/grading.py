@@ -1298,7 +1298,11 @@ def format_table(results: list) -> str:
 
 def generate_feedback(course: str | Path, assignment: str, students: list | None = None,
                       db_url: str | None = None) -> None:
-    """nbgrader's ``GenerateFeedback`` with hidden tests removed from the feedback."""
+    """nbgrader's ``GenerateFeedback`` with hidden tests removed from the feedback.
+
+    Writes ``feedback/STUDENT/ASSIGNMENT/*.html`` for each of ``students`` (default: every
+    autograded student). Raises nbgrader's errors for an unknown assignment or gradebook.
+    """
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
@@ -1308,11 +1312,11 @@ def generate_feedback(course: str | Path, assignment: str, students: list | None
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = _db_url(course, config, db_url)
     config.CourseDirectory.assignment_id = assignment
-    if students:
-        config.CourseDirectory.student_id = students[0] if len(students) == 1 else "*"
     config.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests,
                                              CSSHTMLHeaderPreprocessor]
-    GenerateFeedback(coursedir=CourseDirectory(config=config), config=config).start()
+    for student in students or ["*"]:
+        config.CourseDirectory.student_id = student
+        GenerateFeedback(coursedir=CourseDirectory(config=config), config=config).start()
 
 
 if __name__ == "__main__" and WORKER_FLAG in sys.argv:

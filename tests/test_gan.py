@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -84,6 +85,39 @@ def test_gradient_penalty_backpropagates_to_critic():
     critic = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     gan.gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2)).backward()
     assert critic[0].weight.grad.abs().sum() > 0  # the penalty depends on the critic's input-side weights
+
+
+def test_r1_penalty_known_values():
+    real = torch.randn(8, 2).requires_grad_(True)
+    w = torch.tensor([3.0, 4.0])
+    assert gan.r1_penalty(real @ w + 1.0, real).item() == pytest.approx(25.0)
+    # |x|^2 has gradient 2 x: the penalty is the mean of 4 |x|^2
+    torch.testing.assert_close(gan.r1_penalty((real ** 2).sum(1), real), 4 * real.detach().pow(2).sum(1).mean())
+    # packed in pairs: 4 logits, each with input gradient w4 on its 4 packed coordinates
+    w4 = torch.tensor([1.0, 2.0, 2.0, 4.0])
+    assert gan.r1_penalty(gan.pack(real, 2) @ w4, real).item() == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="require gradients"):
+        gan.r1_penalty(real.detach() @ w, real.detach())
+    with pytest.raises(ValueError, match="at most one logit"):
+        gan.r1_penalty(real.flatten() * 2.0, real)
+
+
+def test_train_toy_gan_adds_half_gamma_r1_to_the_discriminator_loss():
+    gamma, seed, n_snapshot = 0.7, 3, 20
+    losses = []
+    for r1_weight in (0.0, gamma):
+        g, d = small_pair()
+        first_d = copy.deepcopy(d)
+        h = gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=1, batch_size=32, r1_weight=r1_weight,
+                              seed=seed, n_snapshot=n_snapshot, device=torch.device("cpu"), progress=False)
+        losses.append(h["d_loss"][0])
+    rng = torch.Generator().manual_seed(seed)  # the loop's stream: snapshot noise, then the first real batch
+    torch.randn(n_snapshot, g.z_dim, generator=rng)
+    real = gan.ring_of_gaussians(32, rng).requires_grad_(True)
+    expected = gamma / 2 * gan.r1_penalty(first_d(real), real).item()
+    assert losses[1] - losses[0] == pytest.approx(expected, rel=1e-4) and expected > 0
+    with pytest.raises(ValueError, match="r1_weight"):
+        gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=1, r1_weight=-1.0)
 
 
 def test_clip_weights():

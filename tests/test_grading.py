@@ -203,3 +203,9 @@ def test_grade_command_tiny_course(tmp_path, capsys):
                 assert gb.find_grade(grade_id, "tiny", "tiny", student).auto_score == points
             assert gb.find_grade("why", "tiny", "tiny", student).needs_manual_grade == (student != "zero")
     assert (course / "autograded" / "part" / "tiny" / "tiny.ipynb").is_file()
+
+    # feedback for exactly the students named
+    assert cli.main(["feedback", "tiny", "--course-dir", str(course), "--student", "full",
+                     "--student", "part"]) == 0
+    assert sorted(p.name for p in (course / "feedback").iterdir()) == ["full", "part"]
+    assert (course / "feedback" / "part" / "tiny" / "tiny.html").is_file()
