@@ -1301,7 +1301,12 @@ def generate_feedback(course: str | Path, assignment: str, students: list | None
     """nbgrader's ``GenerateFeedback`` with hidden tests removed from the feedback.
 
     Writes ``feedback/STUDENT/ASSIGNMENT/*.html`` for each of ``students`` (default: every
-    autograded student). Raises nbgrader's errors for an unknown assignment or gradebook.
+    autograded student).
+
+    Raises:
+        ValueError: a student in ``students`` has no autograded submission of ``assignment``.
+        nbgrader.converters.base.NbGraderException: nothing of ``assignment`` is autograded, or
+            a notebook fails to convert.
     """
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.converters import GenerateFeedback
@@ -1314,6 +1319,11 @@ def generate_feedback(course: str | Path, assignment: str, students: list | None
     config.CourseDirectory.assignment_id = assignment
     config.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests,
                                              CSSHTMLHeaderPreprocessor]
+    coursedir = CourseDirectory(config=config)
+    missing = [s for s in students or [] if not Path(coursedir.format_path(
+        coursedir.autograded_directory, s, assignment)).is_dir()]
+    if missing:
+        raise ValueError(f"students: no autograded submission of {assignment} for {', '.join(missing)}")
     for student in students or ["*"]:
         config.CourseDirectory.student_id = student
         GenerateFeedback(coursedir=CourseDirectory(config=config), config=config).start()

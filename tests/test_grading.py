@@ -209,3 +209,5 @@ def test_grade_command_tiny_course(tmp_path, capsys):
                      "--student", "part"]) == 0
     assert sorted(p.name for p in (course / "feedback").iterdir()) == ["full", "part"]
     assert (course / "feedback" / "part" / "tiny" / "tiny.html").is_file()
+    assert cli.main(["feedback", "tiny", "--course-dir", str(course), "--student", "nobody"]) == 2
+    assert "no autograded submission of tiny for nobody" in capsys.readouterr().err
