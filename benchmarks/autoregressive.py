@@ -12,7 +12,6 @@ import json
 import math
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -21,9 +20,10 @@ from dgmcourse import evaluation as ev
 from dgmcourse import ssvae
 from dgmcourse.data import binarize, load_mnist
 from dgmcourse.device import get_device, seed_everything
+from dgmcourse.reports import REPORTS, read_report
 from dgmcourse.vae import MLPVAE, iwae_bound, train_vae
 
-REPORT = Path(__file__).resolve().parent / "reports" / "autoregressive.json"
+REPORT = REPORTS / "autoregressive.json"
 D = 28 * 28
 
 
@@ -112,9 +112,7 @@ def main():
         report["pixelcnn_part_s"] = round(time.time() - start, 1)
     if args.part in ("all", "m2"):
         report["m2"] = m2_against_baseline(device, seeds=tuple(range(args.m2_seeds)))
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}  # read late: parts may run in parallel
-    report = previous | report
+    report = read_report("autoregressive") | report  # read late: parts may run in parallel
     REPORT.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

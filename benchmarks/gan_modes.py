@@ -32,7 +32,6 @@ import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,8 +39,9 @@ import torch
 from dgmcourse import gan
 from dgmcourse.classifier import load_classifier, predict_proba
 from dgmcourse.data import load_mnist
+from dgmcourse.reports import REPORTS, read_report
 
-REPORT = Path(__file__).resolve().parent / "reports" / "gan_modes.json"
+REPORT = REPORTS / "gan_modes.json"
 N_EVAL = 2500
 BATCH_SIZE, LR = 512, 2e-3
 THREADS = 2
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    report = read_report("gan_modes")
     report.update({"published": PUBLISHED, "n_eval_samples": N_EVAL, "machine": platform.platform(),
                    "torch_threads": THREADS, "settings": {d: {"hidden": a["hidden"], "steps": a["steps"], "batch_size": BATCH_SIZE,
                                                         "lr": LR, "betas": [0.5, 0.999]}
@@ -112,10 +112,9 @@ def main() -> None:
                 runs.append(one_run(data, recipe, seed))
                 print(data, recipe, runs[-1], flush=True)
                 # written after every run and re-read first: invocations for other data sets may run at once
-                latest = json.loads(REPORT.read_text()).get("results", {}) if REPORT.exists() else {}
+                latest = read_report("gan_modes").get("results", {})
                 report["results"] = {**report["results"], **latest}
                 report["results"].setdefault(data, {})[recipe] = {"runs": runs, **summary(runs)}
-                REPORT.parent.mkdir(parents=True, exist_ok=True)
                 REPORT.write_text(json.dumps(report, indent=2) + "\n")
     for data, recipes in report["results"].items():
         for recipe, r in recipes.items():

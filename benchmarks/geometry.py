@@ -25,10 +25,8 @@ from dgmcourse.classifier import load_classifier
 from dgmcourse.data import load_mnist
 from dgmcourse.device import seed_everything
 from dgmcourse.evaluation import class_histogram, confidence
-from dgmcourse.reports import REPORTS, write_report
+from dgmcourse.reports import read_report, write_report
 from dgmcourse.vae import MLPVAE, evaluate_elbo, train_vae
-
-REPORT = REPORTS / "geometry.json"
 
 SEARCH = dict(n_directions=2, n_steps=8, n_bisect=6, max_radius=4.0)  # the budget lecture 7 uses on MNIST
 
@@ -151,8 +149,7 @@ def main():
         report["omega_vae"] = omega_experiment(x_train, x_test, classifier)
         print("omega:", json.dumps(report["omega_vae"], indent=1), flush=True)
     report["load_average_at_end"] = os.getloadavg()
-    previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    kept = {key: value for key, value in previous.items() if key not in ("name", "measured_at", "machine", "notebooks")}
+    kept = {key: value for key, value in read_report("geometry").items() if key not in ("name", "measured_at", "machine")}
     print("wrote", write_report("geometry", {**kept, **report}))
 
 

@@ -9,13 +9,12 @@ Run: .venv/bin/python benchmarks/notebooks.py [-k SUBSTRING]
 """
 
 import argparse
-import json
 import os
 import time
 
 from tqdm.auto import tqdm
 
-from dgmcourse.reports import REPORTS, ROOT, run_notebook, write_report
+from dgmcourse.reports import ROOT, read_report, run_notebook, write_report
 
 TARGETS = {"wall_s": 180.0, "peak_rss_mib": 3072.0}
 
@@ -34,11 +33,8 @@ if __name__ == "__main__":
         results.append(measured)
         tqdm.write(f"{measured['notebook']}: {measured['wall_s']:.0f} s wall, {measured['kernel_cpu_s']:.0f} s CPU, "
                    f"{measured['peak_rss_mib']:.0f} MiB")
-    report = REPORTS / "notebooks.json"
-    if args.k and report.exists():
+    if args.k:
         fresh = {r["notebook"] for r in results}
-        old = json.loads(report.read_text())
-        kept = [{"measured_at": old["measured_at"], "load_average_after": old.get("load_average"), **r}
-                for r in old["notebooks"] if r["notebook"] not in fresh]
+        kept = [r for r in read_report("notebooks").get("notebooks", []) if r["notebook"] not in fresh]
         results = sorted(kept + results, key=lambda r: r["notebook"])
     print(write_report("notebooks", {"targets": TARGETS, "notebooks": results}))

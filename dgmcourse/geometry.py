@@ -7,7 +7,8 @@ A latent step ``dz`` moves the image by ``||J dz|| = sqrt(dz^T G dz)``, so
 
 * the *magnification factor* ``sqrt(det G) = prod_i s_i(J)`` (singular values) says how much
   image-space volume a unit of latent area carries (seed 003 plots ``det(J^T J)``);
-* the *condition number* ``kappa(J) = s_max / s_min`` says how anisotropic that stretch is;
+* the *condition number* ``kappa(J) = s_max / s_min`` says how anisotropic that stretch is, and
+  ``s_max = ||J||_2`` (:func:`local_lipschitz`) how far one latent unit can move the image;
 * a curve ``c: [0, 1] -> R^d`` has length ``L(c) = int ||d f(c(t))/dt|| dt`` and energy
   ``E(c) = int ||d f(c(t))/dt||^2 dt``; ``L^2 <= E`` (Cauchy-Schwarz) with equality at
   constant speed, and the curves minimising ``E`` are the constant-speed geodesics.
@@ -36,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = [
-    "decoder_jacobian", "pullback_metric", "magnification_factor", "condition_number",
+    "decoder_jacobian", "pullback_metric", "magnification_factor", "local_lipschitz", "condition_number",
     "metric_heatmaps", "curve_length", "curve_energy", "straight_line", "geodesic",
     "geodesic_distance_matrix", "RBFStd", "fit_rbf_std", "stochastic_decoder",
 ]
@@ -144,6 +145,25 @@ def magnification_factor(decoder, z: torch.Tensor) -> torch.Tensor:
     if sv.shape[1] < z.shape[1]:
         raise ValueError(f"decoder output dimension {sv.shape[1]} < latent dimension {z.shape[1]}")
     return sv.prod(dim=1)
+
+
+def local_lipschitz(decoder, z: torch.Tensor) -> torch.Tensor:
+    """Spectral norm ``||J(z)||_2 = s_max``: the largest image-space stretch of a small latent step at z.
+
+    Its maximum over latent points is a lower estimate of the decoder's Lipschitz constant L in
+    ``||g(z) - g(z')|| <= L ||z - z'||`` (the step from latent to image-space adversarial examples,
+    seed 000: Manoj 2018, after Fawzi, Fawzi & Fawzi 2018).
+
+    Args:
+        decoder: differentiable ``(B, d) -> (B, D...)``; z: ``(B, d)``.
+
+    Returns:
+        ``(B,)`` non-negative tensor (image units per latent unit).
+
+    Raises:
+        ValueError: as :func:`decoder_jacobian`.
+    """
+    return _singular_values(decoder, z)[:, 0]
 
 
 def condition_number(decoder, z: torch.Tensor) -> torch.Tensor:

@@ -70,17 +70,32 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__}
 
 
+def _report_path(name: str) -> Path:
+    if not name or os.sep in name or "/" in name:
+        raise ValueError(f"name must be a plain file stem, got {name!r}")
+    return REPORTS / f"{name}.json"
+
+
+def read_report(name: str) -> dict:
+    """The contents of ``benchmarks/reports/<name>.json``, or ``{}`` when it does not exist yet
+    (benchmarks that measure in parts merge their new results into it).
+
+    Raises:
+        ValueError: if ``name`` is empty or contains a path separator.
+    """
+    path = _report_path(name)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_report(name: str, data: dict) -> Path:
     """Write ``benchmarks/reports/<name>.json`` (with a timestamp and :func:`machine`) and return its path.
 
     Raises:
         ValueError: if ``name`` is empty or contains a path separator.
     """
-    if not name or os.sep in name or "/" in name:
-        raise ValueError(f"name must be a plain file stem, got {name!r}")
+    path = _report_path(name)
     REPORTS.mkdir(parents=True, exist_ok=True)
     report = {"name": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": machine(), **data}
-    path = REPORTS / f"{name}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path

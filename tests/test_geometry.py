@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dgmcourse.geometry import (condition_number, curve_energy, curve_length, decoder_jacobian,
-                                fit_rbf_std, geodesic, geodesic_distance_matrix, magnification_factor,
-                                metric_heatmaps, pullback_metric, straight_line, stochastic_decoder)
+                                fit_rbf_std, geodesic, geodesic_distance_matrix, local_lipschitz,
+                                magnification_factor, metric_heatmaps, pullback_metric, straight_line, stochastic_decoder)
 
 torch.set_num_threads(1)
 
@@ -51,6 +51,7 @@ def test_metric_magnification_condition_match_numpy(mlp):
     np.testing.assert_allclose(g, np.einsum("bdi,bdj->bij", jac, jac), rtol=1e-10)
     np.testing.assert_allclose(magnification_factor(mlp, z).numpy(), np.sqrt(np.linalg.det(g)), rtol=1e-8)
     np.testing.assert_allclose(condition_number(mlp, z).numpy(), np.linalg.cond(jac), rtol=1e-8)
+    np.testing.assert_allclose(local_lipschitz(mlp, z).numpy(), np.linalg.norm(jac, ord=2, axis=(1, 2)), rtol=1e-8)
 
 
 def test_sphere_metric_closed_form():
@@ -60,6 +61,7 @@ def test_sphere_metric_closed_form():
     torch.testing.assert_close(g, expected)
     torch.testing.assert_close(magnification_factor(sphere, z), z[:, 0].cos())
     torch.testing.assert_close(condition_number(sphere, z), 1 / z[:, 0].cos())
+    torch.testing.assert_close(local_lipschitz(sphere, z), torch.ones(2, dtype=torch.float64))
 
 
 def test_heatmaps_grid_layout():

@@ -31,3 +31,6 @@ def test_write_report(tmp_path, monkeypatch):
     assert written["value"] == 1.5 and written["name"] == "demo" and written["machine"]["cpus"] >= 1
     with pytest.raises(ValueError, match="name"):
         reports.write_report("../escape", {})
+    assert reports.read_report("demo") == written and reports.read_report("absent") == {}
+    with pytest.raises(ValueError, match="name"):
+        reports.read_report("../escape")
