@@ -22,9 +22,11 @@ c.Execute.interrupt_on_timeout = True
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Feedback must not reveal hidden tests (plain `nbgrader generate_feedback` would show them).
+# Feedback must not reveal hidden tests or the graders' mark schemes (rubrics of the written
+# questions): nbgrader's default feedback would show both, since autograding restores them.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
-    "nbgrader.preprocessors.CSSHTMLHeaderPreprocessor",
+    "nbgrader.preprocessors.ClearMarkScheme",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

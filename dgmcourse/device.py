@@ -7,6 +7,9 @@
 * :func:`smoke_mode` reads ``DGMCOURSE_SMOKE``: when it is ``1``/``true``/``yes``,
   notebooks shrink epochs and sample counts so the test suite can execute them
   in seconds. Unset (the default) means the full setting that users run.
+* :func:`course_seed` reads ``DGMCOURSE_SEED`` (default 0): the seed every assignment derives
+  its random draws from, so that ``benchmarks/assessment.py`` can re-run the graded training
+  and sampling on other seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 SMOKE_ENV = "DGMCOURSE_SMOKE"
 DEVICE_ENV = "DGMCOURSE_DEVICE"
+SEED_ENV = "DGMCOURSE_SEED"
 
 
 def get_device() -> torch.device:
@@ -60,3 +64,21 @@ def seed_everything(seed: int) -> None:
 def smoke_mode() -> bool:
     """True when ``DGMCOURSE_SMOKE`` asks for the fast setting used by the tests."""
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def course_seed() -> int:
+    """The seed notebooks derive their random draws from: ``DGMCOURSE_SEED``, default 0.
+
+    Graders and students leave it unset (seed 0); the assessment benchmark sets it to check that
+    graded tests of training and sampling pass on every seed, not only on the one they were
+    written on.
+
+    Raises:
+        ValueError: if ``DGMCOURSE_SEED`` is set but is not a non-negative integer.
+    """
+    value = os.environ.get(SEED_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"{SEED_ENV}={value!r} is not a non-negative integer")
+    return int(value)

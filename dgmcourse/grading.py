@@ -410,6 +410,7 @@ def _worker_main() -> None:
         tqdm.tqdm.monitor_interval = 0
     except ImportError:
         pass
+    _warm_up_torch()
     from IPython.core.inputtransformer2 import TransformerManager
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
@@ -465,6 +466,24 @@ def _worker_main() -> None:
         with open("outputs.json", "w", encoding="utf-8") as fh:
             dump(results, fh)
     audit("dgmcourse.end")
+
+
+def _warm_up_torch() -> None:
+    """Run once, before student code, what torch sets up lazily with frame introspection.
+
+    On first use ``torch.func`` (``vmap``, ``jacrev``, ``jacfwd``) and the vectorised
+    ``torch.autograd.functional.jacobian`` register operator libraries through
+    ``torch.library.Library``, which reads ``sys._getframe``. Inside a test cell, with student
+    code on the stack, the guard refuses frame requests, so a correct answer built on them
+    would fail; done here, the registration is over before any student code runs.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    x = torch.zeros(2, dtype=torch.float64)
+    torch.func.vmap(torch.func.jacrev(torch.sin))(x[:, None])
+    torch.func.vmap(torch.func.jacfwd(torch.sin))(x[:, None])
+    torch.autograd.functional.jacobian(torch.sin, x, vectorize=True)
 
 
 def _outputs(captured, result) -> list:
@@ -547,12 +566,12 @@ def sandbox_argv(workdir: Path, env: dict, unsafe: bool = False) -> list:
 
 
 def _sandbox_env(threads: int = 1) -> dict:
-    """Environment of the harness: nothing from the instructor's but the smoke switch."""
+    """Environment of the harness: nothing from the instructor's but the smoke, device and seed switches."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp/home", "LANG": "C.UTF-8",
            "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "DGMCOURSE_DATA": "/tmp/data",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "MPLCONFIGDIR": "/tmp/mpl", "IPYTHONDIR": "/tmp/ipython"}
-    for name in ("DGMCOURSE_SMOKE", "DGMCOURSE_DEVICE"):
+    for name in ("DGMCOURSE_SMOKE", "DGMCOURSE_DEVICE", "DGMCOURSE_SEED"):
         if name in os.environ:
             env[name] = os.environ[name]
     return env
@@ -1298,7 +1317,7 @@ def format_table(results: list) -> str:
 
 def generate_feedback(course: str | Path, assignment: str, students: list | None = None,
                       db_url: str | None = None) -> None:
-    """nbgrader's ``GenerateFeedback`` with hidden tests removed from the feedback.
+    """nbgrader's ``GenerateFeedback`` with hidden tests and mark schemes removed from the feedback.
 
     Writes ``feedback/STUDENT/ASSIGNMENT/*.html`` for each of ``students`` (default: every
     autograded student).
@@ -1311,13 +1330,13 @@ def generate_feedback(course: str | Path, assignment: str, students: list | None
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
-    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+    from nbgrader.preprocessors import ClearHiddenTests, ClearMarkScheme, GetGrades
     course = Path(course).resolve()
     config = _course_config(course)
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = _db_url(course, config, db_url)
     config.CourseDirectory.assignment_id = assignment
-    config.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests,
+    config.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ClearMarkScheme,
                                              CSSHTMLHeaderPreprocessor]
     coursedir = CourseDirectory(config=config)
     missing = [s for s in students or [] if not Path(coursedir.format_path(

@@ -17,6 +17,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from dgmcourse import grading
+from dgmcourse.assessment import MARK_SCHEME
 from test_grading_support import ENV, REAL, cell_ids, make_course, nbgrader, release, solved
 
 pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "solutions" / REAL).is_dir()
@@ -67,7 +68,7 @@ def test_release_fetch_submit_collect_grade_feedback_export(tmp_path):
 
     points = {c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"]
               for c in release(course, REAL).cells
-              if c.metadata.get("nbgrader", {}).get("grade")}
+              if c.metadata.get("nbgrader", {}).get("grade") or c.metadata.get("nbgrader", {}).get("task")}
     tests = cell_ids(release(course, REAL), "test")
     expected = {"alice": {t: points[t] for t in tests},
                 "bob": {t: 0 if t in PARTIAL_FAILS else points[t] for t in tests},
@@ -86,9 +87,15 @@ def test_release_fetch_submit_collect_grade_feedback_export(tmp_path):
     blocks = [c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
               for c in source.cells if "### BEGIN HIDDEN TESTS" in c.source]
     hidden = [line for block in blocks for line in block.splitlines() if len(line.strip()) > 20]
+    schemes = [line for c in source.cells for block in MARK_SCHEME.findall(c.source)
+               for line in block.splitlines() if len(line.strip()) > 20]
     for student in answers:
         html = (course / "feedback" / student / REAL / f"{REAL}.html").read_text()
         assert hidden and not any(line.strip() in html for line in hidden), student
+        assert schemes and not any(line.strip() in html for line in schemes), student
+        # graders see the rubric: autograding restores it in the notebook the formgrader shows
+        graded = nbformat.read(course / "autograded" / student / REAL / f"{REAL}.ipynb", as_version=4)
+        assert all(line.strip() in "\n".join(c.source for c in graded.cells) for line in schemes), student
 
     nbgrader(["export", "--to", str(course / "grades.csv")], cwd=course)
     with open(course / "grades.csv", newline="") as fh:

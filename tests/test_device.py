@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgmcourse.device import get_device, seed_everything, smoke_mode
+from dgmcourse.device import course_seed, get_device, seed_everything, smoke_mode
 
 
 def test_get_device_default_and_override(monkeypatch):
@@ -39,3 +39,19 @@ def test_seed_everything_repeats_all_generators():
 def test_smoke_mode(monkeypatch, value, expected):
     monkeypatch.setenv("DGMCOURSE_SMOKE", value)
     assert smoke_mode() is expected
+
+
+@pytest.mark.parametrize("value, expected", [(None, 0), ("", 0), ("7", 7), (" 12 ", 12)])
+def test_course_seed(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("DGMCOURSE_SEED", raising=False)
+    else:
+        monkeypatch.setenv("DGMCOURSE_SEED", value)
+    assert course_seed() == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
+def test_course_seed_rejects_bad_values(monkeypatch, value):
+    monkeypatch.setenv("DGMCOURSE_SEED", value)
+    with pytest.raises(ValueError, match="DGMCOURSE_SEED"):
+        course_seed()

@@ -1,0 +1,91 @@
+"""Testing the tests: do the assignments' grades hold on every seed, for every correct answer?
+
+For every assignment (dgmcourse.assessment; fixtures in tests/assessment/):
+* reference: the solution notebook, hidden tests included, executed on seeds 0-19 x {1, 2} torch
+  threads x {smoke, full} (80 runs); for every stochastic graded test (training or sampling) the
+  number of runs it passed and the digest of its source. Target: 100 %.
+* alternatives and mistakes, graded in full mode through the real pipeline (sandboxed nbgrader):
+  correct alternatives at full marks (target 100 %), mistakes that lose their target cell's points
+  (target >= 95 %), each uncaught mistake named.
+Recipes, thresholds and fixtures were tuned on seeds 100-104, never on the seeds reported here.
+Writes benchmarks/reports/assessment.json; with -k, only the assignments whose name contains it
+are measured and replace their entries.
+
+Run: .venv/bin/python benchmarks/assessment.py [-k a2_gan] [--jobs 2]
+"""
+
+import argparse
+import itertools
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import nbformat
+from tqdm.auto import tqdm
+
+from dgmcourse import assessment
+from dgmcourse.reports import ROOT, read_report, write_report
+
+SEEDS = range(20)
+THREADS = (1, 2)
+MODES = (True, False)   # smoke, full
+
+
+def reference(name: str, jobs: int) -> dict:
+    source = nbformat.read(assessment.notebooks(name)[0], as_version=4)
+    stochastic = assessment.stochastic_tests(source)
+    grid = list(itertools.product(SEEDS, THREADS, MODES))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        runs = list(tqdm(pool.map(assessment.reference_run, itertools.repeat(name),
+                                  *zip(*grid)), total=len(grid), desc=f"{name} reference"))
+    tests = {}
+    for test in stochastic:
+        failed = [{k: r[k] for k in ("seed", "threads", "smoke")} for r in runs if not r["passed"][test]]
+        tests[test] = {"digest": assessment.cell_digest(source, test), "runs": len(runs),
+                       "passed": len(runs) - len(failed), "pass_rate": 1 - len(failed) / len(runs),
+                       "failed_runs": failed}
+    wall = {mode: sorted(r["wall_s"] for r in runs if r["smoke"] == (mode == "smoke"))
+            for mode in ("smoke", "full")}
+    return {"seeds": [min(SEEDS), max(SEEDS)], "threads": list(THREADS), "runs": len(runs),
+            "median_wall_s": {mode: w[len(w) // 2] for mode, w in wall.items()}, "tests": tests}
+
+
+def variants(name: str, jobs: int) -> dict:
+    _, mistakes = assessment.load_fixtures(name)
+    graded = assessment.grade_variants(name, assessment.variants(name), jobs=jobs, smoke=False)
+    verdict = assessment.judge(name, graded)
+    alternatives = verdict["alternatives"]
+    caught = verdict["mistakes"]
+    return {
+        "reference_short": verdict["reference"],
+        "alternatives": {"total": len(alternatives),
+                         "full_marks": sum(not cells for cells in alternatives.values()),
+                         "rate": sum(not cells for cells in alternatives.values()) / len(alternatives),
+                         "short": {alt: cells for alt, cells in alternatives.items() if cells}},
+        "mistakes": {"total": len(caught), "caught": sum(caught.values()),
+                     "rate": sum(caught.values()) / len(caught),
+                     "uncaught": [{"name": m.name, "test": m.test, "description": m.description}
+                                  for m in mistakes if not caught[m.name]],
+                     "by_test": {m.test: [x.name for x in mistakes if x.test == m.test]
+                                 for m in mistakes}},
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-k", default="", help="only assignments whose name contains this")
+    parser.add_argument("--jobs", type=int, default=2, help="notebooks run at a time")
+    args = parser.parse_args()
+    names = [p.name for p in sorted((ROOT / "solutions").iterdir())
+             if list(p.glob("*.ipynb")) and args.k in p.name]
+    results = dict(read_report("assessment").get("assignments", {})) if args.k else {}
+    for name in names:
+        start = time.monotonic()
+        results[name] = {"reference": reference(name, args.jobs), **variants(name, args.jobs),
+                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        results[name]["time_s"] = round(time.monotonic() - start, 1)
+        r = results[name]
+        tqdm.write(f"{name}: reference {min([t['pass_rate'] for t in r['reference']['tests'].values()] or [1]):.0%} "
+                   f"(worst test), alternatives {r['alternatives']['rate']:.0%}, "
+                   f"mistakes caught {r['mistakes']['rate']:.0%}")
+    targets = {"reference_pass_rate": 1.0, "alternatives_full_marks": 1.0, "mistakes_caught": 0.95}
+    print(write_report("assessment", {"targets": targets, "assignments": dict(sorted(results.items()))}))

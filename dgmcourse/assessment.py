@@ -1,0 +1,465 @@
+"""Testing the tests: does an assignment's grading give full marks to every correct answer,
+take points for common mistakes, and pass the reference solution on every seed?
+
+An autograder is only as good as its tests. For each assignment ``aN_name`` the course keeps
+a fixture module ``tests/assessment/aN_name.py`` with
+
+* ``ALTERNATIVES``: ``{variant name: {solution cell grade_id: cell source}}`` -- independently
+  written correct answers (other algorithms, other libraries); each must earn full marks;
+* ``MISTAKES``: a list of :class:`Mistake` -- realistic wrong answers; each must lose the
+  points of the test cell it names.
+
+:func:`grade_variants` grades such submissions through the course's real pipeline
+(:func:`dgmcourse.grading.grade`: nbgrader's autograder in the sandbox). :func:`reference_run`
+executes the solution notebook on another seed (``DGMCOURSE_SEED``) and thread count and says
+which graded tests passed: graded tests of training and sampling (:func:`stochastic_tests`)
+must pass on every seed. The static checks (:func:`points_problems`, :func:`rubric_problems`,
+:func:`seed_problems`) keep headers, points, rubrics and seeds consistent.
+``benchmarks/assessment.py`` writes the figures to ``benchmarks/reports/assessment.json``;
+``tests/test_assessment.py`` runs the same checks in CI.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION_REGION = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.M)
+MARK_SCHEME = re.compile(r"### BEGIN MARK SCHEME\n(.*?)### END MARK SCHEME", re.S)
+POINTS = re.compile(r"\((\d+(?:\s*\+\s*\d+)*)\s+points?\b")
+# Drawing random numbers or taking optimiser steps: a test that reads such a value is stochastic.
+STOCHASTIC = re.compile(
+    r"\.step\(|\btorch\.(randn|rand|randint|randperm|bernoulli|multinomial|normal)\b|"
+    r"\.(rvs|integers|uniform|standard_normal|normal|choice|permutation|shuffle|random)\(|"
+    r"\b(default_rng|Generator|manual_seed|seed_everything|randn|rand|bernoulli)\(")
+LITERAL_SEED = re.compile(r"\b(manual_seed|default_rng|seed_everything)\(\s*\d+\s*\)|"
+                          r"random_state\s*=\s*\d+")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A realistic wrong answer and the graded test cell that must catch it.
+
+    Attributes:
+        name: short identifier, e.g. ``"kl_sign"`` (letters, digits, ``_``).
+        test: grade_id of the test cell that must lose (some of) its points.
+        replaces: ``{solution cell grade_id: full cell source}`` of the wrong answer.
+        description: what the student got wrong, in words.
+    """
+
+    name: str
+    test: str
+    replaces: dict = field(default_factory=dict)
+    description: str = ""
+
+
+# --- notebooks ------------------------------------------------------------------------------
+def _meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def solution_cells(nb) -> list[str]:
+    """grade_ids of the code cells students write (nbgrader solution cells), in order."""
+    return [_meta(c)["grade_id"] for c in nb.cells
+            if c.cell_type == "code" and _meta(c).get("solution")]
+
+
+def graded_cells(nb) -> dict[str, float]:
+    """``{grade_id: points}`` of every graded cell: autograder tests, answers and tasks."""
+    return {_meta(c)["grade_id"]: float(_meta(c)["points"]) for c in nb.cells
+            if _meta(c).get("grade") or _meta(c).get("task")}
+
+
+def test_cells(nb) -> dict[str, float]:
+    """``{grade_id: points}`` of the autograder test cells (code cells with points)."""
+    return {_meta(c)["grade_id"]: float(_meta(c)["points"]) for c in nb.cells
+            if c.cell_type == "code" and _meta(c).get("grade") and not _meta(c).get("solution")}
+
+
+def reference_source(nb, grade_id: str) -> str:
+    """The source notebook's cell ``grade_id`` with its solution delimiters removed."""
+    for cell in nb.cells:
+        if _meta(cell).get("grade_id") == grade_id:
+            return SOLUTION_REGION.sub("", cell.source)
+    raise ValueError(f"grade_id: no cell {grade_id!r} in the notebook")
+
+
+def submission(source_nb, release_nb, overrides: dict | None = None):
+    """A student submission: the release with every solution cell answered.
+
+    Args:
+        source_nb: the instructor's source notebook (solutions and hidden tests).
+        release_nb: the student release of the same notebook.
+        overrides: ``{solution grade_id: source}`` answered differently from the reference.
+
+    Returns:
+        A new notebook; cells not in ``overrides`` carry the reference solution.
+
+    Raises:
+        ValueError: an override names a cell that is not a solution cell.
+    """
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(solution_cells(source_nb))
+    if unknown:
+        raise ValueError(f"overrides: {sorted(unknown)} are not solution cells of the notebook")
+    nb = nbformat.from_dict(release_nb)
+    for cell in nb.cells:
+        grade_id = _meta(cell).get("grade_id")
+        if cell.cell_type == "code" and _meta(cell).get("solution"):
+            cell.source = overrides.get(grade_id, reference_source(source_nb, grade_id))
+    return nb
+
+
+def _names(tree: ast.AST, kind) -> set[str]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, kind):
+            out.add(node.id)
+        elif kind is ast.Store and isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.add(node.name)
+    return out
+
+
+def _parse(source: str) -> ast.AST:
+    return ast.parse("\n".join(line for line in source.splitlines()
+                               if not line.lstrip().startswith(("%", "!"))))
+
+
+def stochastic_tests(nb) -> dict[str, list[str]]:
+    """Graded test cells whose outcome depends on random draws or training.
+
+    A test cell is stochastic when it draws random numbers or takes optimiser steps itself, or
+    reads a name bound by an earlier code cell that does (``SEED``-derived draws included).
+
+    Returns:
+        ``{test grade_id: [grade_ids of the cells it depends on, itself last]}``.
+    """
+    bound_by: dict[str, str] = {}       # name -> grade_id (or index) of the last cell binding it
+    stochastic_cells: set[str] = set()
+    result = {}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        cell_id = _meta(cell).get("grade_id", f"cell{index}")
+        tree = _parse(cell.source)
+        reads = _names(tree, ast.Load) - _names(tree, ast.Store)   # names the cell binds are its own
+        sources = [bound_by[name] for name in sorted(reads) if name in bound_by]
+        is_test = _meta(cell).get("grade") and not _meta(cell).get("solution")
+        draws = bool(STOCHASTIC.search(cell.source))
+        if is_test and (draws or any(s in stochastic_cells for s in sources)):
+            result[cell_id] = sorted({s for s in sources if s in stochastic_cells}) + [cell_id]
+        if draws or any(s in stochastic_cells for s in sources):
+            stochastic_cells.add(cell_id)
+        for name in _names(tree, ast.Store):
+            bound_by[name] = cell_id
+    return result
+
+
+def cell_digest(nb, grade_id: str) -> str:
+    """sha256 (hex, 16 characters) of a cell's source: ties a report entry to a test's text."""
+    for cell in nb.cells:
+        if _meta(cell).get("grade_id") == grade_id:
+            return hashlib.sha256(cell.source.encode()).hexdigest()[:16]
+    raise ValueError(f"grade_id: no cell {grade_id!r} in the notebook")
+
+
+# --- static checks ----------------------------------------------------------------------------
+def _stated(text: str) -> float | None:
+    match = POINTS.search(text)
+    return None if match is None else float(sum(int(p) for p in match.group(1).split("+")))
+
+
+def points_problems(nb) -> list[str]:
+    """Headers that disagree with the graded cells' points.
+
+    Rules: the first cell's title states the total; its numbered list states each part's points
+    in the order of the parts; each ``## `` heading states the points of the graded cells up to
+    the next ``## `` heading; any other line stating ``(N points)`` states the points of the
+    graded cells up to the next such statement. Returns one message per disagreement.
+    """
+    problems = []
+    intro, cells = nb.cells[0], nb.cells[1:]
+    total = sum(graded_cells(nb).values())
+    title = intro.source.splitlines()[0]
+    if _stated(title) != total:
+        stated = "no" if _stated(title) is None else f"{_stated(title):g}"
+        problems.append(f"title {title!r} states {stated} points, graded cells hold {total:g}")
+    listed = [_stated(line) for line in intro.source.splitlines()
+              if re.match(r"\s*\d+\.\s", line) and _stated(line) is not None]
+    parts, subs = [], []   # [label, stated, counted]
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.split("### BEGIN MARK SCHEME")[0].splitlines():
+                stated = _stated(line)
+                if line.startswith("## "):
+                    parts.append([line.strip(), stated, 0.0])
+                    subs.append([line.strip(), None, 0.0])
+                elif stated is not None:
+                    subs.append([line.strip()[:60], stated, 0.0])
+        if _meta(cell).get("grade") or _meta(cell).get("task"):
+            points = float(_meta(cell)["points"])
+            if not parts:
+                problems.append(f"graded cell {_meta(cell)['grade_id']} comes before any ## part")
+                continue
+            parts[-1][2] += points
+            subs[-1][2] += points
+    for label, stated, counted in parts + subs:
+        if stated is not None and stated != counted:
+            problems.append(f"{label!r} states {stated:g} points, its graded cells hold {counted:g}")
+    graded_parts = [stated for _, stated, counted in parts if counted]
+    if listed != graded_parts:
+        problems.append(f"the introduction lists points {listed}, the parts state {graded_parts}")
+    return problems
+
+
+def rubric_problems(nb) -> list[str]:
+    """Written answers without a rubric, and introductions without the assignment's rules.
+
+    Every written (manually graded) question is an nbgrader task cell whose mark scheme
+    (``### BEGIN MARK SCHEME`` ... ``### END MARK SCHEME``: shown to graders, removed from the
+    release and the feedback) holds a ``**Rubric**``, a ``**Model answer**`` and
+    ``**Partial answers**``; markdown answer cells graded by hand are not used. The introduction
+    states the time to plan, what may be imported, and that the course library's implementation
+    of a graded task is not an answer.
+    """
+    problems = []
+    for cell in nb.cells:
+        meta = _meta(cell)
+        if cell.cell_type == "markdown" and meta.get("grade") and meta.get("solution"):
+            problems.append(f"{meta['grade_id']}: a written answer cell; make the question a task "
+                            "cell with a mark scheme")
+        if meta.get("task"):
+            scheme = MARK_SCHEME.search(cell.source)
+            missing = [k for k in ("**Rubric", "**Model answer", "**Partial answers")
+                       if scheme is None or k not in scheme.group(1)]
+            if missing:
+                problems.append(f"{meta['grade_id']}: mark scheme lacks {', '.join(missing)}")
+    intro = nb.cells[0].source
+    for needle in ("**Time to plan:**", "**Imports:**", "is not an answer"):
+        if needle not in intro:
+            problems.append(f"introduction lacks {needle!r}")
+    return problems
+
+
+def seed_problems(nb) -> list[str]:
+    """Literal seeds in stochastic tests or the cells they depend on (derive them from SEED)."""
+    problems = []
+    cells = {_meta(c).get("grade_id", f"cell{i}"): c for i, c in enumerate(nb.cells)}
+    for test, depends in stochastic_tests(nb).items():
+        for cell_id in depends:
+            for match in LITERAL_SEED.finditer(cells[cell_id].source):
+                problems.append(f"{test}: {cell_id} seeds with {match.group(0)!r}; use SEED + k")
+    return sorted(set(problems))
+
+
+# --- fixtures and grading ---------------------------------------------------------------------
+def load_fixtures(assignment: str, folder: str | Path = ROOT / "tests" / "assessment"):
+    """``(ALTERNATIVES, MISTAKES)`` from ``folder/<assignment>.py``.
+
+    Raises:
+        ValueError: the module is missing or lacks either name.
+    """
+    path = Path(folder) / f"{assignment}.py"
+    if not path.is_file():
+        raise ValueError(f"assignment: no fixture module {path}")
+    spec = importlib.util.spec_from_file_location(f"assessment_{assignment}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "ALTERNATIVES") or not hasattr(module, "MISTAKES"):
+        raise ValueError(f"{path} must define ALTERNATIVES and MISTAKES")
+    return module.ALTERNATIVES, module.MISTAKES
+
+
+def notebooks(assignment: str, root: str | Path = ROOT) -> list[Path]:
+    """The source notebooks ``solutions/<assignment>/*.ipynb``.
+
+    Raises:
+        ValueError: no such assignment.
+    """
+    found = sorted((Path(root) / "solutions" / assignment).glob("*.ipynb"))
+    if not found:
+        raise ValueError(f"assignment: no notebook in {Path(root) / 'solutions' / assignment}")
+    return found
+
+
+def variants(assignment: str, root: str | Path = ROOT) -> dict[str, dict]:
+    """``{student id: overrides}``: the reference, each alternative and each mistake."""
+    alternatives, mistakes = load_fixtures(assignment, Path(root) / "tests" / "assessment")
+    out = {"reference": {}}
+    out.update({f"alt-{name}": cells for name, cells in alternatives.items()})
+    out.update({f"mistake-{m.name}": m.replaces for m in mistakes})
+    return out
+
+
+def _course(assignment: str, root: Path, work: Path) -> Path:
+    course = work / "course"
+    course.mkdir(parents=True)
+    shutil.copy(root / "nbgrader_config.py", course)
+    shutil.copytree(root / "solutions" / assignment, course / "solutions" / assignment,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                  os.environ.get("PATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", assignment,
+                             "--force"], cwd=course, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result.stderr}")
+    return course
+
+
+def grade_variants(assignment: str, submissions: dict[str, dict], root: str | Path = ROOT,
+                   jobs: int = 2, smoke: bool = True, unsafe: bool | None = None) -> dict:
+    """Grade submissions built by :func:`submission` through ``dgmcourse grade``'s pipeline.
+
+    Args:
+        assignment: e.g. ``"a1_vae"``.
+        submissions: ``{student id: overrides}`` (see :func:`variants`); one notebook per
+            assignment is supported.
+        root: course root holding ``solutions/`` and ``nbgrader_config.py``.
+        jobs: parallel grading jobs.
+        smoke: grade with ``DGMCOURSE_SMOKE=1`` (the tests) or in full mode (the benchmark).
+        unsafe: grade without bubblewrap; default: only when bubblewrap is missing.
+
+    Returns:
+        ``{student id: {"status": str, "scores": {grade_id: (auto_score, max_score)}}}`` for the
+        autograded test cells; a cell that could not run scores 0.
+
+    Raises:
+        ValueError: the assignment has several notebooks, or an override is not a solution cell.
+    """
+    from dgmcourse import grading
+    root = Path(root)
+    paths = notebooks(assignment, root)
+    if len(paths) != 1:
+        raise ValueError(f"assignment: {assignment} has {len(paths)} notebooks, expected one")
+    source_path = paths[0]
+    source = nbformat.read(source_path, as_version=4)
+    unsafe = (not grading.bwrap_available()) if unsafe is None else unsafe
+    work = Path(tempfile.mkdtemp(prefix=f"dgmcourse-assess-{assignment}-"))
+    previous = os.environ.get("DGMCOURSE_SMOKE")
+    try:
+        course = _course(assignment, root, work)
+        release = nbformat.read(course / "assignments" / assignment / source_path.name, as_version=4)
+        for student, overrides in submissions.items():
+            folder = course / "submitted" / student / assignment
+            folder.mkdir(parents=True)
+            nbformat.write(submission(source, release, overrides), folder / source_path.name)
+        os.environ["DGMCOURSE_SMOKE"] = "1" if smoke else ""
+        results = grading.grade(course, assignment, list(submissions), jobs=jobs, unsafe=unsafe,
+                                progress=False)
+    finally:
+        if previous is None:
+            os.environ.pop("DGMCOURSE_SMOKE", None)
+        else:
+            os.environ["DGMCOURSE_SMOKE"] = previous
+        shutil.rmtree(work, ignore_errors=True)
+    tests = test_cells(source)
+    out = {}
+    for result in results:
+        grades = result["notebooks"].get(source_path.stem, {}).get("grades", {})
+        out[result["student"]] = {
+            "status": result["status"],
+            "scores": {gid: (float(grades.get(gid, {}).get("auto_score") or 0.0), points)
+                       for gid, points in tests.items()}}
+    return out
+
+
+def judge(assignment: str, graded: dict, root: str | Path = ROOT) -> dict:
+    """Compare graded variants with what the fixtures expect.
+
+    Returns:
+        ``{"alternatives": {name: [cells short of full marks]}, "mistakes": {name: caught?},
+        "reference": [cells short of full marks]}``.
+    """
+    alternatives, mistakes = load_fixtures(assignment, Path(root) / "tests" / "assessment")
+
+    def short(student):
+        return sorted(gid for gid, (score, points) in graded[student]["scores"].items()
+                      if score < points)
+
+    return {"reference": short("reference"),
+            "alternatives": {name: short(f"alt-{name}") for name in alternatives},
+            "mistakes": {m.name: graded[f"mistake-{m.name}"]["scores"][m.test][0]
+                         < graded[f"mistake-{m.name}"]["scores"][m.test][1] for m in mistakes}}
+
+
+def fixture_problems(assignment: str, root: str | Path = ROOT) -> list[str]:
+    """Fixture coverage: >= 2 alternatives for every solution cell, >= 2 mistakes for every
+    autograder test cell, and every name referring to a real cell."""
+    root = Path(root)
+    source = nbformat.read(notebooks(assignment, root)[0], as_version=4)
+    alternatives, mistakes = load_fixtures(assignment, root / "tests" / "assessment")
+    problems = []
+    for cell in solution_cells(source):
+        count = sum(cell in overrides for overrides in alternatives.values())
+        if count < 2:
+            problems.append(f"{cell}: {count} alternative(s), need 2")
+    tests = test_cells(source)
+    for test in tests:
+        count = sum(m.test == test for m in mistakes)
+        if count < 2:
+            problems.append(f"{test}: {count} mistake(s), need 2")
+    for m in mistakes:
+        if m.test not in tests:
+            problems.append(f"mistake {m.name}: {m.test!r} is not a test cell")
+        if not m.replaces:
+            problems.append(f"mistake {m.name}: replaces no cell")
+    names = [m.name for m in mistakes]
+    problems += [f"mistake {n}: named twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    return problems
+
+
+# --- reference runs on other seeds ----------------------------------------------------------------
+def reference_run(assignment: str, seed: int, threads: int, smoke: bool,
+                  root: str | Path = ROOT, timeout: float = 900) -> dict:
+    """Execute the solution notebook with ``DGMCOURSE_SEED=seed`` on ``threads`` torch threads.
+
+    The kernel runs in a temporary copy of the assignment folder, with hidden tests in place
+    (the source notebook), errors allowed, so every graded test cell reports pass or fail.
+
+    Returns:
+        ``{"seed", "threads", "smoke", "wall_s", "passed": {test grade_id: bool}}``.
+
+    Raises:
+        ValueError: ``seed`` < 0 or ``threads`` < 1.
+    """
+    from nbclient import NotebookClient
+    if seed < 0 or threads < 1:
+        raise ValueError(f"seed must be >= 0 and threads >= 1, got {seed} and {threads}")
+    root = Path(root)
+    path = notebooks(assignment, root)[0]
+    nb = nbformat.read(path, as_version=4)
+    env = {"DGMCOURSE_SEED": str(seed), "DGMCOURSE_SMOKE": "1" if smoke else "",
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    saved = {k: os.environ.get(k) for k in env}
+    with tempfile.TemporaryDirectory(prefix="dgmcourse-reference-") as work:
+        shutil.copytree(path.parent, work, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+        os.environ.update(env)
+        try:
+            start = time.monotonic()
+            NotebookClient(nb, timeout=int(timeout), kernel_name="python3", allow_errors=True,
+                           resources={"metadata": {"path": work}}).execute()
+            wall = time.monotonic() - start
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    passed = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and _meta(cell).get("grade") and not _meta(cell).get("solution"):
+            passed[_meta(cell)["grade_id"]] = not any(o.get("output_type") == "error"
+                                                      for o in cell.get("outputs", []))
+    return {"seed": seed, "threads": threads, "smoke": smoke, "wall_s": round(wall, 2),
+            "passed": passed}
