@@ -15,9 +15,22 @@ c.CourseDirectory.release_directory = "assignments"  # what students get; commit
 # The gradebook lives next to this file and is ignored by git (.gitignore: gradebook.db).
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
 
+# Every route to a grade runs student code in the grading sandbox (bubblewrap, limits, signed
+# verdicts): plain `nbgrader autograde` and the formgrader's Autograde button too, not only
+# `dgmcourse grade`. SandboxedExecute takes the place of nbgrader's Execute; without bubblewrap
+# it refuses to run (set c.SandboxedExecute.unsafe = True only on a machine you trust).
+c.Autograde.autograde_preprocessors = [
+    "dgmcourse.grading.preprocessors.SandboxedExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 # Training cells need more than nbgrader's default 30 s per cell.
-c.Execute.timeout = 600
-c.Execute.interrupt_on_timeout = True
+c.SandboxedExecute.timeout = 600
+c.SandboxedExecute.cell_timeout = 300
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

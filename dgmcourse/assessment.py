@@ -357,8 +357,8 @@ def grade_variants(assignment: str, submissions: dict[str, dict], root: str | Pa
             folder.mkdir(parents=True)
             nbformat.write(submission(source, release, overrides), folder / source_path.name)
         os.environ["DGMCOURSE_SMOKE"] = "1" if smoke else ""
-        results = grading.grade(course, assignment, list(submissions), jobs=jobs, unsafe=unsafe,
-                                progress=False)
+        results = grading.grade(course, assignment, list(submissions), jobs=jobs,
+                                policy=grading.Policy(unsafe=unsafe), progress=False)
     finally:
         if previous is None:
             os.environ.pop("DGMCOURSE_SMOKE", None)

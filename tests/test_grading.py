@@ -3,12 +3,14 @@ verdicts, score validation, and `dgmcourse grade` end to end on a tiny assignmen
 
 import json
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
 from dgmcourse import cli, grading
+from dgmcourse.grading.runner import _valid_score
 from test_grading_support import make_course, release, solved, submit, tiny_source
 
 SANDBOX = pytest.mark.skipif(not grading.bwrap_available(), reason="needs bubblewrap")
@@ -24,7 +26,7 @@ def _run(student_code, tmp_path, **limits):
              for c in TESTS]
     work = tmp_path / "work"
     work.mkdir(parents=True)
-    return grading.run_sandboxed(cells, work, {"wall_s": 60, "cell_s": 20, **limits})
+    return grading.run_sandboxed(cells, work, grading.Policy(**{"wall_s": 60, "cell_s": 20, **limits}))
 
 
 def _passed(run):
@@ -103,10 +105,10 @@ def test_repair_restores_deleted_locked_and_test_cells(tmp_path, release_dir):
 
 
 def test_scores_are_validated_against_points():
-    assert grading._valid_score(2, 2.0) == 2.0 and grading._valid_score(None, 1.0) is None
+    assert _valid_score(2, 2.0) == 2.0 and _valid_score(None, 1.0) is None
     for bad in (2.5, -1, float("nan"), True, "2"):
         with pytest.raises(ValueError, match="outside"):
-            grading._valid_score(bad, 2.0)
+            _valid_score(bad, 2.0)
 
 
 # --- harness: signed, unforgeable verdicts --------------------------------------------------------
@@ -124,18 +126,19 @@ def test_honest_code_passes_and_wrong_code_fails(tmp_path):
 
 
 @SANDBOX
-@pytest.mark.parametrize("attack, expected", [
-    ("import numpy, builtins\nnumpy.allclose = lambda *a, **k: True\n"
-     "builtins.AssertionError = type('E', (Exception,), {})\ndef add(a, b): return 0", {}),
-    ("ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
-     "ip.set_custom_exc((BaseException,), lambda *a, **k: None)\ndef add(a, b): return 0", {}),
-    ("class A:\n    def __eq__(self, o): return True\n    def __bool__(self): return True\n"
-     "def add(a, b): return A()", {}),
-    ("import numpy as np\ndef add(a, b):\n    np.allclose = lambda *x, **k: True\n"
-     "    return a + b if isinstance(a, int) else 0", {"t1": False}),  # patched during a test
-    ("import sys\ndef add(a, b):\n    sys._getframe(1).f_globals['np'] = None\n    return 0", {}),
-])
-def test_monkeypatching_never_earns_points(tmp_path, attack, expected):
+@pytest.mark.parametrize("attack", [
+    "import numpy, builtins\nnumpy.allclose = lambda *a, **k: True\n"
+    "builtins.AssertionError = type('E', (Exception,), {})\ndef add(a, b): return 0",
+    "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+    "ip.set_custom_exc((BaseException,), lambda *a, **k: None)\ndef add(a, b): return 0",
+    "class A:\n    def __eq__(self, o): return True\n    def __bool__(self): return True\n"
+    "def add(a, b): return A()",
+    # patched during a test: t1 would pass with an honest add, so the patch must void it
+    "import numpy as np\ndef add(a, b):\n    np.allclose = lambda *x, **k: True\n"
+    "    return a + b if isinstance(a, int) else 0",
+    "import sys\ndef add(a, b):\n    sys._getframe(1).f_globals['np'] = None\n    return 0",
+], ids=["patch_numpy_builtins", "patch_ipython", "eq_always_true", "patch_during_test", "frame_globals"])
+def test_monkeypatching_never_earns_points(tmp_path, attack):
     run = _run(attack, tmp_path)
     assert _passed(run) == {"t1": False, "t2": False}, run
 
@@ -168,7 +171,7 @@ def test_unsafe_mode_runs_without_bubblewrap_but_keeps_signed_verdicts(tmp_path,
     cells = [dict(c) if c else {"kind": "student", "source": "def add(a, b): return a + b",
                                 "grade_id": "sol"} for c in TESTS]
     (tmp_path / "w").mkdir()
-    run = grading.run_sandboxed(cells, tmp_path / "w", {"wall_s": 60}, unsafe=True)
+    run = grading.run_sandboxed(cells, tmp_path / "w", grading.Policy(wall_s=60, unsafe=True))
     assert run["status"] == "ok" and _passed(run) == {"t1": True, "t2": True}
 
 
@@ -204,10 +207,54 @@ def test_grade_command_tiny_course(tmp_path, capsys):
             assert gb.find_grade("why", "tiny", "tiny", student).needs_manual_grade == (student != "zero")
     assert (course / "autograded" / "part" / "tiny" / "tiny.ipynb").is_file()
 
-    # feedback for exactly the students named
+    # the per-student report and the sandbox logs are kept next to the gradebook
+    report = {row["student"]: row for row in json.loads((course / "grading-report-tiny.json").read_text())}
+    assert {s: (r["status"], r["score"], r["max_score"]) for s, r in report.items()} == {
+        "full": ("graded", 3, 4), "part": ("graded", 1, 4), "zero": ("graded", 0, 4)}
+    assert all(Path(log).is_file() for row in report.values() for log in row["logs"]) and report["full"]["logs"]
+    assert (course / "grading-report-tiny.csv").read_text().startswith("student,status,score,max_score")
+
+    # feedback: refused while the written answer awaits manual grading, then for exactly the students named
+    capsys.readouterr()
+    assert cli.main(["feedback", "tiny", "--course-dir", str(course), "--student", "full"]) == 2
+    assert "still need manual grading" in capsys.readouterr().err
     assert cli.main(["feedback", "tiny", "--course-dir", str(course), "--student", "full",
-                     "--student", "part"]) == 0
+                     "--student", "part", "--allow-pending"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {course / 'feedback' / s / 'tiny' / 'tiny.html'}" for s in ("full", "part")]
     assert sorted(p.name for p in (course / "feedback").iterdir()) == ["full", "part"]
     assert (course / "feedback" / "part" / "tiny" / "tiny.html").is_file()
     assert cli.main(["feedback", "tiny", "--course-dir", str(course), "--student", "nobody"]) == 2
     assert "no autograded submission of tiny for nobody" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["grade", "no_such"], "no {course}/solutions/no_such (assignments of this course: tiny)"),
+    (["grade", "tiny"], "no submissions of tiny: nothing in {course}/submitted/<student>/tiny/"),
+    (["feedback", "tiny"], "nothing of tiny is autograded in {course}/autograded"),
+])
+def test_wrong_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    course = make_course(tmp_path, ("tiny",))
+    assert cli.main([*args, "--course-dir", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(course=course) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_grading_before_release_or_outside_a_course_says_what_to_do(tmp_path, capsys):
+    course = make_course(tmp_path, ("tiny",))
+    submit(course, "alice", "tiny", solved(course, "tiny"))
+    (course / "gradebook.db").unlink()
+    assert cli.main(["grade", "tiny", "--course-dir", str(course)]) == 2
+    assert "release tiny first (make release" in capsys.readouterr().err
+    assert cli.main(["grade", "tiny", "--course-dir", str(tmp_path)]) == 2
+    assert "is not a course directory (no nbgrader_config.py)" in capsys.readouterr().err
+
+
+def test_version_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("dgmcourse 0.")
+    with pytest.raises(SystemExit):
+        cli.main(["grade", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 600.0)" in out and "(default: 4096)" in out and "RLIMIT_DATA" in out

@@ -1,4 +1,5 @@
-"""Hostile submissions of the real assignment a1_vae, graded by `dgmcourse.grading.grade`.
+"""Hostile submissions of the real assignment a1_vae, graded by `dgmcourse.grading.grade` and by
+plain `nbgrader autograde` (the formgrader's Autograde button).
 
 All submissions are built from the real release/solution in a temporary course directory and
 graded in ONE run (2 parallel jobs, smoke mode), so one broken submission can be seen not to
@@ -19,13 +20,13 @@ import pytest
 from nbgrader.api import Gradebook
 
 from dgmcourse import grading
-from test_grading_support import REAL, cell_ids, make_course, release, solved, submit
+from test_grading_support import REAL, cell_ids, make_course, nbgrader, release, solved, submit
 
 pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "solutions" / REAL).is_dir()
                                 or not grading.bwrap_available(),
                                 reason="needs solutions/a1_vae and bubblewrap")
 pytestmark = [pytestmark, pytest.mark.xdist_group("hostile")]  # one module fixture: keep on one xdist worker
-LIMITS = {"wall_s": 240.0, "cell_s": 40.0, "memory_mb": 3072}
+LIMITS = grading.Policy(wall_s=240.0, cell_s=40.0, memory_mb=3072)
 
 
 def _insert(nb, index, source):
@@ -50,10 +51,14 @@ def _digest(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """Build every hostile submission, grade them all at once, return what the instructor sees."""
-    tmp = tmp_path_factory.mktemp("hostile")
+def _hostile(tmp_path_factory, route):
+    """Build every hostile submission, grade them all at once, return what the instructor sees.
+
+    ``route`` is "dgmcourse" (``dgmcourse.grading.grade``, 2 jobs) or "nbgrader" (plain
+    ``nbgrader autograde``, which the formgrader's Autograde button runs: ``nbgrader_config.py``
+    puts the sandbox in it too).
+    """
+    tmp = tmp_path_factory.mktemp(f"hostile-{route}")
     course = make_course(tmp)
     full, blank = solved(course, REAL), release(course, REAL)
     tests = cell_ids(blank, "test")
@@ -208,7 +213,13 @@ def graded(tmp_path_factory):
                  "release": _digest(course / "assignments"),
                  "submitted": _digest(course / "submitted"), "canary": canary.read_text()}
     start = time.monotonic()
-    results = grading.grade(course, REAL, jobs=2, limits=LIMITS, progress=False)
+    if route == "dgmcourse":
+        results = grading.grade(course, REAL, jobs=2, policy=LIMITS, progress=False)
+    else:
+        nbgrader(["autograde", REAL, "--force", f"--SandboxedExecute.timeout={LIMITS.wall_s}",
+                  f"--SandboxedExecute.cell_timeout={LIMITS.cell_s}",
+                  f"--SandboxedExecute.memory_mb={LIMITS.memory_mb}"], cwd=course, check=False)
+        results = []
     elapsed = time.monotonic() - start
     server.close()
     max_points = sum(c.metadata.nbgrader["points"] for c in blank.cells
@@ -217,6 +228,16 @@ def graded(tmp_path_factory):
     return {"course": course, "tmp": tmp, "results": {r["student"]: r for r in results},
             "elapsed": elapsed, "protected": protected, "canary": canary, "hits": hits,
             "tests": tests, "max": max_points, "n": len(subs)}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    return _hostile(tmp_path_factory, "dgmcourse")
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    return _hostile(tmp_path_factory, "nbgrader")
 
 
 def _auto(result):
@@ -290,11 +311,7 @@ def test_points_in_the_gradebook_are_the_release_points(graded):
         assert sub.code_score == 0
 
 
-def test_sandbox_blocks_files_outside_the_submission(graded):
-    text = _outputs(graded, "read_write_solutions_and_gradebook")
-    assert text.count("PROBE") == 8 and "ALLOWED" not in text, text
-    text = _outputs(graded, "write_outside_submission")
-    assert text.count("PROBE") == 5 and "ALLOWED" not in text, text
+def _protected_and_offline(graded):
     course = graded["course"]
     assert _digest(course / "solutions") == graded["protected"]["solutions"]
     assert _digest(course / "assignments") == graded["protected"]["release"]
@@ -302,6 +319,29 @@ def test_sandbox_blocks_files_outside_the_submission(graded):
     assert graded["canary"].read_text() == graded["protected"]["canary"]
     assert not (course / "pwned.txt").exists() and not (graded["tmp"] / "outside" / "pwned.txt").exists()
     assert not Path("/root/pwned.txt").exists()
+    assert graded["hits"] == []
+
+
+def test_plain_nbgrader_autograde_runs_the_same_sandbox(plain):
+    """The route the formgrader's Autograde button takes: nothing earns a point, nothing is
+    written outside the submission, nothing reaches the network; an honest answer keeps its marks."""
+    with Gradebook(f"sqlite:///{plain['course'] / 'gradebook.db'}") as gb:
+        scores = {s.student_id: s.code_score for s in gb.assignment_submissions(REAL)}
+    assert scores.get("honest_full") == pytest.approx(plain["max"])
+    earned = {student: scores[student] for student in ZERO if scores.get(student)}
+    assert earned == {}, earned
+    assert "PROBE net blocked" in _outputs(plain, "network_access")
+    text = _outputs(plain, "write_outside_submission")
+    assert text.count("PROBE") == 5 and "ALLOWED" not in text, text
+    _protected_and_offline(plain)
+
+
+def test_sandbox_blocks_files_outside_the_submission(graded):
+    text = _outputs(graded, "read_write_solutions_and_gradebook")
+    assert text.count("PROBE") == 8 and "ALLOWED" not in text, text
+    text = _outputs(graded, "write_outside_submission")
+    assert text.count("PROBE") == 5 and "ALLOWED" not in text, text
+    _protected_and_offline(graded)
 
 
 def test_sandbox_has_no_network(graded):
@@ -326,4 +366,4 @@ def test_hidden_tests_are_restored_and_points_never_exceed_the_cells(graded):
 
 def test_grading_kept_to_its_time_limits(graded):
     for student, result in graded["results"].items():
-        assert result["time_s"] < LIMITS["wall_s"] + 60, (student, result["time_s"])
+        assert result["time_s"] < LIMITS.wall_s + 60, (student, result["time_s"])

@@ -1,0 +1,124 @@
+"""nbgrader preprocessors that run student code in the sandbox.
+
+``nbgrader_config.py`` puts :class:`SandboxedExecute` in place of nbgrader's ``Execute`` in
+``Autograde.autograde_preprocessors``, so every route to a grade -- ``dgmcourse grade``, plain
+``nbgrader autograde`` and the formgrader's *Autograde* button -- executes submissions in the
+same sandbox with the same limits and the same tamper-proof scoring (shaped like nbgrader's own
+``Execute`` in ``nbgrader/preprocessors/execute.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Bool, Float, Integer, Unicode
+
+from dgmcourse.grading.sandbox import Policy, Status, run_sandboxed
+
+_DEFAULT = Policy()
+
+
+def cell_kind(cell) -> str:
+    """``"test"`` (autograder tests), ``"instructor"`` (other locked cells) or ``"student"``."""
+    meta = cell.metadata.get("nbgrader", {})
+    if meta.get("grade") and not meta.get("solution"):
+        return "test"
+    if meta.get("locked") and not meta.get("solution"):
+        return "instructor"
+    return "student"
+
+
+class SandboxedExecute(NbGraderPreprocessor):
+    """Execute a notebook with :func:`dgmcourse.grading.sandbox.run_sandboxed`.
+
+    Replaces nbgrader's ``Execute`` in ``Autograde.autograde_preprocessors``. Student and
+    instructor cells get the outputs the harness recorded (untrusted, capped); test cells get
+    outputs rebuilt from the signed verdicts only, so nbgrader's ``SaveAutoGrades`` scores
+    exactly what the verdicts say. The run's status is written to ``<job_dir>/run-<name>.json``
+    and its log kept next to it; without ``job_dir`` (plain ``nbgrader autograde``) a temporary
+    folder is used and a run that did not end normally is logged as a warning.
+
+    Raises:
+        RuntimeError: bubblewrap is unavailable and ``unsafe`` is False.
+    """
+
+    job_dir = Unicode("", help="Folder for this submission's sandbox and its log "
+                               "(default: a temporary folder)").tag(config=True)
+    unsafe = Bool(False, help="Run student code WITHOUT bubblewrap (rlimits only)").tag(config=True)
+    timeout = Float(_DEFAULT.wall_s, help="Wall-time limit of one notebook, seconds").tag(config=True)
+    cell_timeout = Float(_DEFAULT.cell_s, help="Time limit of one cell, seconds").tag(config=True)
+    memory_mb = Integer(_DEFAULT.memory_mb, help="Private memory limit (RLIMIT_DATA), MiB").tag(config=True)
+
+    @property
+    def policy(self) -> Policy:
+        """The limits these settings give."""
+        return Policy(wall_s=self.timeout, cell_s=min(self.cell_timeout, self.timeout),
+                      memory_mb=self.memory_mb, unsafe=self.unsafe)
+
+    def preprocess(self, nb, resources):
+        job = Path(self.job_dir) if self.job_dir else Path(tempfile.mkdtemp(prefix="dgmcourse-sandbox-"))
+        source_dir = Path(resources.get("metadata", {}).get("path") or ".").resolve()
+        name = Path(resources.get("unique_key", "notebook")).name
+        work = job / "sandbox"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(source_dir, work, ignore=shutil.ignore_patterns("*.ipynb"), symlinks=False)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        cells = [{"kind": cell_kind(c), "source": c.source,
+                  "grade_id": c.metadata.get("nbgrader", {}).get("grade_id")} for c in code]
+        run = run_sandboxed(cells, work, self.policy)
+        outputs = run["outputs"] if isinstance(run["outputs"], list) and \
+            len(run["outputs"]) <= len(code) else []
+        for i, (cell, spec) in enumerate(zip(code, cells)):
+            cell.execution_count = None
+            if spec["kind"] == "test":
+                text = "".join(o.get("text", "") for o in _valid_outputs(
+                    outputs[i] if i < len(outputs) else []) if o.output_type == "stream")
+                cell.outputs = ([nbformat.v4.new_output("stream", text=text)] if text else [])
+                cell.outputs += _verdict_outputs(run["verdicts"].get(spec["grade_id"]), run)
+            else:
+                cell.outputs = _valid_outputs(outputs[i] if i < len(outputs) else [])
+        log = job / f"sandbox-{name}.log"
+        if (job / "sandbox.log").is_file():
+            (job / "sandbox.log").replace(log)
+        (job / f"run-{name}.json").write_text(json.dumps(
+            {"status": run["status"], "detail": run["detail"], "time_s": run["time_s"],
+             "log": str(log)}))
+        if run["status"] != Status.OK:
+            self.log.warning("sandbox: %s: %s: %s (log: %s)", name, run["status"], run["detail"], log)
+        shutil.rmtree(work, ignore_errors=True)
+        return nb, resources
+
+
+def _verdict_outputs(verdict, run) -> list:
+    """Outputs of a test cell from its signed verdict (None: the cell never finished)."""
+    if verdict is None or not verdict.get("passed"):
+        message = (verdict or {}).get("message") or f"no verdict ({run['status']}: {run['detail']})"
+        ename = message.split(":", 1)[0] if verdict else "GradingError"
+        return [nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[message])]
+    if isinstance(verdict.get("score"), (int, float)):
+        return [nbformat.v4.new_output("execute_result", data={"text/plain": repr(verdict["score"])})]
+    return []
+
+
+def _valid_outputs(outputs) -> list:
+    """Rebuild the harness's (untrusted) outputs as nbformat v4 outputs; drop anything else."""
+    new, kept = nbformat.v4.new_output, []
+    strings = (lambda d: isinstance(d, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in d.items()))
+    for out in outputs if isinstance(outputs, list) else []:
+        kind = out.get("output_type") if isinstance(out, dict) else None
+        if kind == "stream" and out.get("name") in ("stdout", "stderr") \
+                and isinstance(out.get("text"), str):
+            kept.append(new("stream", name=out["name"], text=out["text"]))
+        elif kind in ("display_data", "execute_result") and strings(out.get("data")):
+            kept.append(new(kind, data=out["data"]))
+        elif kind == "error" and isinstance(out.get("ename"), str) and isinstance(
+                out.get("evalue"), str) and isinstance(out.get("traceback"), list):
+            kept.append(new("error", ename=out["ename"], evalue=out["evalue"],
+                            traceback=[str(t) for t in out["traceback"]]))
+    return kept
