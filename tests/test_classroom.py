@@ -18,7 +18,7 @@ from nbgrader.api import Gradebook
 
 from dgmcourse import grading
 from dgmcourse.assessment import MARK_SCHEME
-from test_grading_support import ENV, REAL, cell_ids, make_course, nbgrader, release, solved
+from test_grading_support import ENV, REAL, cell_ids, make_course, nbgrader, release, solved, visible_text
 
 pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "solutions" / REAL).is_dir()
                                 or not grading.bwrap_available(),
@@ -90,7 +90,7 @@ def test_release_fetch_submit_collect_grade_feedback_export(tmp_path):
     schemes = [line for c in source.cells for block in MARK_SCHEME.findall(c.source)
                for line in block.splitlines() if len(line.strip()) > 20]
     for student in answers:
-        html = (course / "feedback" / student / REAL / f"{REAL}.html").read_text()
+        html = visible_text((course / "feedback" / student / REAL / f"{REAL}.html").read_text())
         assert hidden and not any(line.strip() in html for line in hidden), student
         assert schemes and not any(line.strip() in html for line in schemes), student
         # graders see the rubric: autograding restores it in the notebook the formgrader shows

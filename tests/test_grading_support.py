@@ -120,3 +120,9 @@ def cell_ids(nb, kind):
         if kind == "test" and meta.get("grade") and not meta.get("solution"):
             out.append(meta["grade_id"])
     return out
+
+
+def visible_text(html_page: str) -> str:
+    """The text a reader sees in an HTML page: tags (syntax highlighting spans) removed, entities decoded."""
+    import html
+    return html.unescape(re.sub(r"<[^>]+>", "", html_page))
