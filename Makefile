@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 # make lab HOST=0.0.0.0 PORT=8890 NO_BROWSER=1 LAB_ARGS="--ServerApp.token=..."
+# make lab ROLE=instructor adds the formgrader and the other instructor tools (jupyter/README.md)
+ROLE ?= student
 HOST ?= localhost
 PORT ?= 8888
 NO_BROWSER ?=
@@ -18,7 +20,7 @@ GRADE_ARGS ?=
 # nbgrader runs helper programs (alembic) by name: the venv's bin/ must be on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv lab test release autograde benchmarks clean
+.PHONY: venv lab test release exchange autograde benchmarks clean
 
 venv: $(STAMP)
 
@@ -31,6 +33,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
+	$(if $(filter instructor,$(ROLE)),,JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter/student) \
 	$(BIN)/jupyter lab --ip=$(HOST) --port=$(PORT) $(if $(NO_BROWSER),--no-browser,) \
 		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
@@ -41,6 +44,12 @@ test: $(STAMP)
 release: $(STAMP)
 	for dir in solutions/*/; do $(BIN)/nbgrader generate_assignment "$$(basename $$dir)" --force || exit 1; done
 
+# A local exchange under the course directory (exchange/, set in nbgrader_config.py), holding every
+# assignment released: the Assignments tab of `make lab` can then fetch and submit on this machine.
+exchange: release
+	mkdir -p exchange && chmod 0777 exchange
+	for dir in solutions/*/; do $(BIN)/nbgrader release_assignment "$$(basename $$dir)" --force || exit 1; done
+
 autograde: $(STAMP)
 	$(BIN)/dgmcourse grade $(ASSIGNMENT) $(GRADE_ARGS)
 
@@ -48,4 +57,4 @@ benchmarks: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) submitted autograded feedback gradebook.db .pytest_cache
+	rm -rf $(VENV) submitted autograded feedback exchange gradebook.db .pytest_cache grading-logs

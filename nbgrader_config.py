@@ -32,6 +32,10 @@ c.Autograde.autograde_preprocessors = [
 c.SandboxedExecute.timeout = 600
 c.SandboxedExecute.cell_timeout = 300
 
+# A local exchange (`make exchange`), so that the Assignments tab of `make lab` fetches and submits on
+# a single machine. On JupyterHub, point it at the shared exchange instead (docs/instructors.md).
+c.Exchange.root = os.path.join(c.CourseDirectory.root, "exchange")
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 

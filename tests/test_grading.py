@@ -258,3 +258,38 @@ def test_version_and_defaults_in_help(capsys):
         cli.main(["grade", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 600.0)" in out and "(default: 4096)" in out and "RLIMIT_DATA" in out
+
+
+# --- the course library's own answer is not an answer -------------------------------------------
+LIBRARY_TEST = ("# Not an answer: dgmcourse.vae.gaussian_kl\nimport torch\n"
+                "assert torch.allclose(kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))")
+OWN_KL = "import torch\ndef kl(mu, logvar):\n    return 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)"
+
+
+@SANDBOX
+@pytest.mark.parametrize("answer, verdict", [
+    (OWN_KL, "passed"),
+    ("from dgmcourse.device import get_device\n" + OWN_KL.replace("    return", "    get_device()\n    return"),
+     "passed"),                                                               # allowed helpers are fine
+    ("from dgmcourse.vae import gaussian_kl\ndef kl(mu, logvar):\n    return gaussian_kl(mu, logvar)",
+     "LibraryAnswer"),                                                        # called directly
+    ("import dgmcourse.vae as v\nkl = v.gaussian_kl", "LibraryAnswer"),       # an alias
+    ("import importlib\ndef kl(mu, logvar):\n    return getattr(importlib.import_module('dgmcourse.vae'),"
+     " 'gaussian_kl')(mu, logvar)", "LibraryAnswer"),                         # through importlib
+    ("import types, dgmcourse.vae as v\nf = v.gaussian_kl\nkl = types.FunctionType(f.__code__, f.__globals__)",
+     "LibraryAnswer"),                                                        # a copied function object
+    ("import sys, dgmcourse.vae as v\ndef kl(mu, logvar):\n    for c in sys.getprofile().__closure__:\n"
+     "        if isinstance(c.cell_contents, dict): c.cell_contents = {}\n    return v.gaussian_kl(mu, logvar)",
+     "Tampering"),                                                            # disabling the check
+], ids=["own", "allowed_helper", "direct", "alias", "importlib", "copied_code", "tamper"])
+def test_library_answer_earns_nothing(tmp_path, answer, verdict):
+    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
+                                 {"kind": "test", "source": LIBRARY_TEST, "grade_id": "t"}],
+                                tmp_path, grading.Policy(wall_s=120))
+    result = run["verdicts"]["t"]
+    if verdict == "passed":
+        assert result["passed"], result
+    else:
+        assert not result["passed"] and result["message"].startswith(verdict), result
+        if verdict == "LibraryAnswer":
+            assert "dgmcourse.vae.gaussian_kl" in result["message"]

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -48,3 +49,56 @@ def test_lab_serves_the_course_with_formgrader(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_student_lab_hides_instructor_tools_and_fetches_and_submits(tmp_path):
+    """`make lab` as a student: no formgrader; the Assignments tab's server API lists the
+    assignments of the local exchange, fetches one and submits it, and the instructor collects it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_grading_support import ENV, make_course, nbgrader
+
+    course = make_course(tmp_path, ("tiny",))
+    (course / "exchange").mkdir(mode=0o777)
+    nbgrader(["release_assignment", "tiny"], cwd=course)
+    port, token = _free_port(), "dgmcourse-student"
+    server = subprocess.Popen(
+        JUPYTER + ["lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+                   f"--ServerApp.root_dir={course}"] + (["--allow-root"] if os.geteuid() == 0 else []),
+        cwd=course, env={**ENV, "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "student")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+
+    def call(path, method="GET"):
+        request = urllib.request.Request(f"{base}{path}", headers=auth, method=method,
+                                         data=b"" if method == "POST" else None)
+        return urllib.request.urlopen(request, timeout=120)
+
+    try:
+        for _ in range(240):
+            try:
+                call("/api/status")
+                break
+            except OSError:
+                time.sleep(0.5)
+        page = call("/lab").read().decode()
+        config = page.split('id="jupyter-config-data"')[1].split(">", 1)[1].split("</script>")[0]
+        disabled = json.loads(config)["disabledExtensions"]
+        assert {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment"} <= set(disabled)
+        assert "@jupyter/nbgrader:assignment-list" not in disabled
+        try:
+            call("/formgrader")
+            raise AssertionError("the formgrader is served to students")
+        except urllib.error.HTTPError as err:
+            assert err.code == 404
+        listed = json.load(call("/assignments?course_id=dgmcourse"))
+        assert [(a["assignment_id"], a["status"]) for a in listed["value"]] == [("tiny", "released")], listed
+        fetched = json.load(call("/assignments/fetch?assignment_id=tiny&course_id=dgmcourse", "POST"))
+        assert ("tiny", "fetched") in [(a["assignment_id"], a["status"]) for a in fetched["value"]], fetched
+        assert (course / "tiny" / "tiny.ipynb").is_file()
+        submitted = json.load(call("/assignments/submit?assignment_id=tiny&course_id=dgmcourse", "POST"))
+        assert submitted["success"], submitted
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    nbgrader(["collect", "tiny"], cwd=course)
+    assert len(list((course / "submitted").glob("*/tiny/tiny.ipynb"))) == 1

@@ -15,10 +15,16 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import sys
 
 VERDICT_FD = 3
+# A test cell may name the course library's own implementation of the task it grades:
+#   # Not an answer: dgmcourse.vae.elbo
+# A student function that calls it (directly, through an alias, importlib or a copied function
+# object: the code object is what counts) fails that test cell.
+NOT_AN_ANSWER = re.compile(r"^# Not an answer: (.+)$", re.M)
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals",
                           "f_locals", "gi_code", "cr_code"})
 _ALWAYS_BLOCKED = ("ctypes.", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
@@ -55,7 +61,7 @@ def _install_guard(key: bytes, fd: int, tests: list, trusted_roots: tuple, verdi
     getpid, main_pid = os.getpid, os.getpid()
     get_ident, digest_fn, dumps = _thread.get_ident, hmac.digest, json.dumps
     trusted = trusted_roots + ("<frozen ",)
-    state = {"next": 0, "busy": False, "tampered": False}
+    state = {"next": 0, "busy": False, "tampered": False, "library": ""}
 
     def student(frame):
         name = frame.f_code.co_filename
@@ -105,8 +111,15 @@ def _install_guard(key: bytes, fd: int, tests: list, trusted_roots: tuple, verdi
             return
         state["busy"] = True
         try:
-            if event == "dgmcourse.verdict":
+            if event == "dgmcourse.library":
+                state["library"] = state["library"] or str(args[0])
+            elif event == "dgmcourse.verdict":
                 index, grade_id, digest, passed, score, message = args
+                if state["library"]:
+                    passed, message = False, (f"LibraryAnswer: the answer calls {state['library']}, "
+                                              "the course library's own implementation of this "
+                                              "task: not an answer, no points")
+                    state["library"] = ""
                 if not (raised_by(verdict_code, end_code) and index == state["next"] < len(tests)
                         and tests[index] == (grade_id, digest)):
                     state["tampered"] = True
@@ -264,8 +277,57 @@ def _make_checks(trusted_types):
 
     return cmp, truth, arg
 
+def reference_names(source: str) -> list[str]:
+    """Qualified names a test cell's ``# Not an answer:`` lines give, e.g. ``dgmcourse.vae.elbo``."""
+    return [name.strip() for line in NOT_AN_ANSWER.findall(source) for name in line.split(",")
+            if name.strip()]
+
+
+def _reference_codes(source: str) -> dict:
+    """``{code object: name}`` of the library functions the test cell names (see NOT_AN_ANSWER)."""
+    import importlib
+    codes = {}
+    for name in reference_names(source):
+        module, _, attr = name.rpartition(".")
+        try:
+            code = getattr(getattr(importlib.import_module(module), attr), "__code__", None)
+        except (ImportError, AttributeError):
+            code = None
+        if code is not None:
+            codes[code] = name
+    return codes
+
+
+def _aliases(tree, namespace: dict, bindings: dict, codes: dict) -> list:
+    """Names the test reads that the student bound to a library answer (an alias, a copied
+    function object or a ``functools.partial`` of one): calls of those come from the test
+    cell itself, so the profiler alone would not see them."""
+    import functools
+    import types
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in namespace and node.id not in bindings:
+            value = namespace[node.id]
+            if type(value) is functools.partial:
+                value = value.func
+            if type(value) is types.FunctionType and value.__code__ in codes:
+                found.append(codes[value.__code__])
+    return found
+
+
+def _library_profiler(codes: dict, trusted: tuple, audit):
+    """Profile function reporting (audit event ``dgmcourse.library``) a call of one of ``codes``
+    whose caller is student code; the guard then fails the test cell's verdict."""
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code in codes and frame.f_back is not None:
+            caller = frame.f_back.f_code.co_filename
+            if caller != "<dgmcourse-test>" and not caller.startswith(trusted):  # _TEST_FILENAME
+                audit("dgmcourse.library", codes[frame.f_code])
+    return profiler
+
+
 def _run_test_cell(index, grade_id, source, shell, snapshot, restore, bindings, checks,
-                   transform):
+                   transform, trusted):
     """Run one test cell in a restored, hardened namespace and sign its verdict.
 
     ``restore`` is the pristine :func:`_restore`: it runs first, so every global this function
@@ -285,13 +347,26 @@ def _run_test_cell(index, grade_id, source, shell, snapshot, restore, bindings, 
         tree = ast.parse(transform(source))
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         tree = ast.fix_missing_locations(_HardenTests().visit(tree))
+        codes = _reference_codes(source)
+        for name in _aliases(tree, namespace, bindings, codes):
+            sys.audit("dgmcourse.library", name)
+        profiler = _library_profiler(codes, trusted, sys.audit) if codes else None
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            exec(compile(tree, _TEST_FILENAME, "exec", dont_inherit=True, optimize=0), namespace)
-            if last is not None:
-                expr = ast.fix_missing_locations(ast.Expression(_HardenTests().visit(last.value)))
-                value = eval(compile(expr, _TEST_FILENAME, "eval", dont_inherit=True), namespace)
-                if type(value) in (int, float) and value == value:
-                    score = float(value)
+            sys.setprofile(profiler)
+            try:
+                exec(compile(tree, _TEST_FILENAME, "exec", dont_inherit=True, optimize=0), namespace)
+                if last is not None:
+                    expr = ast.fix_missing_locations(ast.Expression(_HardenTests().visit(last.value)))
+                    value = eval(compile(expr, _TEST_FILENAME, "eval", dont_inherit=True), namespace)
+                    if type(value) in (int, float) and value == value:
+                        score = float(value)
+            finally:
+                intact = sys.getprofile() is profiler and (profiler is None or all(
+                    cell.cell_contents is {"codes": codes, "trusted": trusted, "audit": sys.audit}[name]
+                    for name, cell in zip(profiler.__code__.co_freevars, profiler.__closure__)))
+                sys.setprofile(None)
+        if not intact:
+            raise Tampering("the check for library answers was tampered with")
         after = restore(snapshot)
         if after:
             raise Tampering("library objects were replaced while the test ran: "
@@ -394,7 +469,7 @@ def main() -> None:
         try:
             if cell["kind"] == "test":
                 outputs = run_test(index, cell["grade_id"], cell["source"], shell, snapshot,
-                                   restore, bindings, checks, transform)
+                                   restore, bindings, checks, transform, roots + ("<frozen ",))
                 index += 1
             else:
                 with capture_output() as captured:

@@ -85,9 +85,13 @@ class SandboxedExecute(NbGraderPreprocessor):
         log = job / f"sandbox-{name}.log"
         if (job / "sandbox.log").is_file():
             (job / "sandbox.log").replace(log)
+        library = [f"{gid}: {v['message'].split(': ', 1)[-1]}" for gid, v in run["verdicts"].items()
+                   if str(v.get("message", "")).startswith("LibraryAnswer")]
         (job / f"run-{name}.json").write_text(json.dumps(
             {"status": run["status"], "detail": run["detail"], "time_s": run["time_s"],
-             "log": str(log)}))
+             "log": str(log), "library_answers": library}))
+        for note in library:
+            self.log.warning("%s: %s", name, note)
         if run["status"] != Status.OK:
             self.log.warning("sandbox: %s: %s: %s (log: %s)", name, run["status"], run["detail"], log)
         shutil.rmtree(work, ignore_errors=True)

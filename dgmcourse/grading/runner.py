@@ -112,6 +112,7 @@ def grade_submission(course: str | Path, assignment: str, student: str, job_dir:
     runs = [json.loads(p.read_text()) for p in sorted(job.glob("run-*.json"))]
     statuses = [Status(r["status"]) for r in runs if r["status"] != Status.OK]
     details = [f"{r['status']}: {r['detail']}" for r in runs if r["status"] != Status.OK]
+    details += [note for r in runs for note in r.get("library_answers", [])]
     if any(n.startswith(("missing", "rejected")) for n in notes):
         status = Status.REJECTED if any(n.startswith("rejected") for n in notes) else Status.MISSING
     if statuses:

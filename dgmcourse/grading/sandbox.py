@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from dgmcourse.grading.harness import VERDICT_FD
+from dgmcourse.grading.harness import VERDICT_FD, reference_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +216,8 @@ def run_sandboxed(cells: list, workdir: Path, policy: Policy = Policy()) -> dict
     tests = [c for c in cells if c["kind"] == "test"]
     job = {"key": key.hex(), "cells": cells, "trusted_roots": list(trusted_roots()),
            "cell_s": policy.cell_s, "output_chars": policy.output_chars,
-           "preimport": _imports(c["source"] for c in cells if c["kind"] != "student")}
+           "preimport": _imports(c["source"] for c in cells if c["kind"] != "student")
+           + sorted({name.rpartition(".")[0] for c in tests for name in reference_names(c["source"])})}
     (workdir / "outputs.json").unlink(missing_ok=True)
     read_fd, write_fd = os.pipe()
     env = _sandbox_env()
