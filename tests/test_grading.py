@@ -293,3 +293,19 @@ def test_library_answer_earns_nothing(tmp_path, answer, verdict):
         assert not result["passed"] and result["message"].startswith(verdict), result
         if verdict == "LibraryAnswer":
             assert "dgmcourse.vae.gaussian_kl" in result["message"]
+
+
+@SANDBOX
+def test_optimisers_created_in_a_test_cell_are_not_tampering(tmp_path):
+    """torch wraps an optimiser class's step on first use; the harness does that before the
+    library snapshot, so a test that builds L-BFGS or Adam (a geodesic, a training step) passes."""
+    test = ("import torch\np = torch.nn.Parameter(torch.ones(2))\n"
+            "for kind in (torch.optim.LBFGS, torch.optim.Adam, torch.optim.SGD):\n"
+            "    opt = kind([p], lr=0.1)\n"
+            "    def closure():\n"
+            "        opt.zero_grad(); loss = (p ** 2).sum(); loss.backward(); return loss\n"
+            "    opt.step(closure)\n"
+            "assert float(p.abs().sum()) < 2")
+    run = grading.run_sandboxed([{"kind": "test", "source": test, "grade_id": "t"}], tmp_path,
+                                grading.Policy(wall_s=120))
+    assert run["status"] == "ok" and run["verdicts"]["t"]["passed"], run

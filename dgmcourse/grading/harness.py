@@ -492,9 +492,11 @@ def main() -> None:
     audit("dgmcourse.end")
 
 def _warm_up_torch() -> None:
-    """Run once, before student code, what torch sets up lazily with frame introspection.
+    """Run once, before student code, what torch sets up lazily.
 
-    On first use ``torch.func`` (``vmap``, ``jacrev``, ``jacfwd``) and the vectorised
+    Each optimiser class wraps its ``step`` on first construction: done inside a test cell, the
+    check that no library object changed while the test ran would take it for tampering. On
+    first use ``torch.func`` (``vmap``, ``jacrev``, ``jacfwd``) and the vectorised
     ``torch.autograd.functional.jacobian`` register operator libraries through
     ``torch.library.Library``, which reads ``sys._getframe``. Inside a test cell, with student
     code on the stack, the guard refuses frame requests, so a correct answer built on them
@@ -503,6 +505,14 @@ def _warm_up_torch() -> None:
     torch = sys.modules.get("torch")
     if torch is None:
         return
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    for name in dir(torch.optim):  # an optimiser class installs its step hook on first use
+        kind = getattr(torch.optim, name)
+        if isinstance(kind, type) and issubclass(kind, torch.optim.Optimizer) and kind is not torch.optim.Optimizer:
+            try:
+                kind([parameter], lr=1e-3)
+            except (TypeError, ValueError, RuntimeError):
+                pass
     x = torch.zeros(2, dtype=torch.float64)
     torch.func.vmap(torch.func.jacrev(torch.sin))(x[:, None])
     torch.func.vmap(torch.func.jacfwd(torch.sin))(x[:, None])
