@@ -77,7 +77,7 @@ def test_benchmark_report_covers_every_stochastic_test(name):
         assert entry, f"{test} is not in the assessment report: run benchmarks/assessment.py -k {name}"
         assert entry["digest"] == assessment.cell_digest(source, test), \
             f"{test} changed since the report: run benchmarks/assessment.py -k {name}"
-        assert entry["runs"] == 80 and entry["passed"] == entry["runs"], (test, entry)
+        assert entry["passed"] == entry["runs"] >= 4 * report["reference"]["seeds"][1] + 4, (test, entry)
 
 
 # --- the checks themselves, on small notebooks with known answers -----------------------------
