@@ -49,13 +49,14 @@ def reference(name: str, jobs: int, seeds: int) -> dict:
             "median_wall_s": {mode: w[len(w) // 2] for mode, w in wall.items()}, "tests": tests}
 
 
-def variants(name: str, jobs: int) -> dict:
+def variants(name: str, jobs: int, smoke: bool) -> dict:
     _, mistakes = assessment.load_fixtures(name)
-    graded = assessment.grade_variants(name, assessment.variants(name), jobs=jobs, smoke=False)
+    graded = assessment.grade_variants(name, assessment.variants(name), jobs=jobs, smoke=smoke)
     verdict = assessment.judge(name, graded)
     alternatives = verdict["alternatives"]
     caught = verdict["mistakes"]
     return {
+        "mode": "smoke" if smoke else "full",
         "reference_short": verdict["reference"],
         "alternatives": {"total": len(alternatives),
                          "full_marks": sum(not cells for cells in alternatives.values()),
@@ -75,13 +76,15 @@ if __name__ == "__main__":
     parser.add_argument("-k", default="", help="only assignments whose name contains this")
     parser.add_argument("--jobs", type=int, default=2, help="notebooks run at a time")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="reference runs on seeds 0 .. N-1")
+    parser.add_argument("--smoke-variants", action="store_true",
+                        help="grade alternatives and mistakes in smoke mode (default: full mode)")
     args = parser.parse_args()
     names = [p.name for p in sorted((ROOT / "solutions").iterdir())
              if list(p.glob("*.ipynb")) and args.k in p.name]
     results = dict(read_report("assessment").get("assignments", {})) if args.k else {}
     for name in names:
         start = time.monotonic()
-        results[name] = {"reference": reference(name, args.jobs, args.seeds), **variants(name, args.jobs),
+        results[name] = {"reference": reference(name, args.jobs, args.seeds), **variants(name, args.jobs, args.smoke_variants),
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         results[name]["time_s"] = round(time.monotonic() - start, 1)
         r = results[name]
