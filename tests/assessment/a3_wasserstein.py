@@ -94,7 +94,7 @@ def wasserstein_equal_samples(x, y):
     return float(np.mean(dist[rows, match]))
 '''
 
-LINES_LP = '''def parallel_lines_closed_form(theta):
+LINES_HUNGARIAN = '''def parallel_lines_closed_form(theta):
     \'\'\'{"KL": KL(pi || p_theta), "JSD": JSD(pi || p_theta), "W": W(pi, p_theta)} for the parallel lines.\'\'\'
     if theta != 0:
         # disjoint supports: KL infinite, JSD = 1/2 log 2 + 1/2 log 2, transport moves every point by |theta|
@@ -105,16 +105,40 @@ LINES_LP = '''def parallel_lines_closed_form(theta):
 def wasserstein_equal_samples(x, y):
     \'\'\'Exact W_1 between two samples x (n, d) and y (n, d) with masses 1/n, by optimal assignment.\'\'\'
     x, y = np.asarray(x, float), np.asarray(y, float)
-    from scipy import sparse
     n = x.shape[0]
     if y.shape[0] != n:
         raise ValueError("the two samples must have the same size")
-    dist = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
-    # the LP over doubly stochastic matrices (Birkhoff polytope): its vertices are permutations
-    A = sparse.vstack([sparse.kron(sparse.identity(n), np.ones((1, n))),
-                       sparse.kron(np.ones((1, n)), sparse.identity(n))])
-    res = linprog(dist.ravel() / n, A_eq=A, b_eq=np.ones(2 * n), bounds=(0, None), method="highs")
-    return float(res.fun)
+    cost = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
+    # Hungarian algorithm (Kuhn-Munkres with potentials u, v and shortest augmenting paths)
+    u, v = np.zeros(n + 1), np.zeros(n + 1)
+    owner = np.zeros(n + 1, dtype=int)          # owner[j]: row (1-based) assigned to column j, 0 = none
+    way = np.zeros(n + 1, dtype=int)
+    for i in range(1, n + 1):
+        owner[0], j0 = i, 0
+        minv = np.full(n + 1, np.inf)
+        used = np.zeros(n + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = owner[j0]
+            cols = np.flatnonzero(~used[1:]) + 1
+            reduced = cost[i0 - 1, cols - 1] - u[i0] - v[cols]
+            better = reduced < minv[cols]
+            minv[cols[better]] = reduced[better]
+            way[cols[better]] = j0
+            j1 = cols[np.argmin(minv[cols])]
+            delta = minv[j1]
+            u[owner[used]] += delta
+            v[used] -= delta
+            minv[cols] -= delta
+            j0 = j1
+            if owner[j0] == 0:
+                break
+        while j0:                               # flip the augmenting path
+            j1 = way[j0]
+            owner[j0] = owner[j1]
+            j0 = j1
+    rows = owner[1:] - 1
+    return float(cost[rows, np.arange(n)].mean())
 '''
 
 LINES_NORM = '''def parallel_lines_closed_form(theta):
@@ -221,9 +245,9 @@ def sample_p2(model_samples, weight=0.01, generator=None):
 
 ALTERNATIVES = {
     "sparse_cdist_ones_stack": {"emd_lp": EMD_SPARSE, "parallel_lines": LINES_CDIST,
-                                   "gradient_penalty": GP_ONES, "p2": P2_STACK},
-    "loops_birkhoff_lp_per_sample_softplus": {"emd_lp": EMD_LOOPS, "parallel_lines": LINES_LP,
-                                              "gradient_penalty": GP_LOOP, "p2": P2_SOFTPLUS},
+                                "gradient_penalty": GP_ONES, "p2": P2_STACK},
+    "loops_hungarian_per_sample_softplus": {"emd_lp": EMD_LOOPS, "parallel_lines": LINES_HUNGARIAN,
+                                            "gradient_penalty": GP_LOOP, "p2": P2_SOFTPLUS},
     "ipm_norm_loops_func_max": {"emd_lp": EMD_IPM, "parallel_lines": LINES_NORM,
                                 "gradient_penalty": GP_FUNC, "p2": P2_MAX},
 }
