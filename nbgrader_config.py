@@ -15,7 +15,17 @@ c.CourseDirectory.release_directory = "assignments"  # what students get; commit
 # The gradebook lives next to this file and is ignored by git (.gitignore: gradebook.db).
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
 
-# Every route to a grade runs student code in the grading sandbox (bubblewrap, limits, signed
+# Every route to a grade repairs the submission's cells against the release first (a copied test
+# cell, metadata from another nbgrader version, edited points) ...
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "dgmcourse.grading.preprocessors.RepairCells",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# ... and runs student code in the grading sandbox (bubblewrap, limits, signed
 # verdicts): plain `nbgrader autograde` and the formgrader's Autograde button too, not only
 # `dgmcourse grade`. SandboxedExecute takes the place of nbgrader's Execute; without bubblewrap
 # it refuses to run (set c.SandboxedExecute.unsafe = True only on a machine you trust).

@@ -11,7 +11,7 @@ from nbgrader.api import Gradebook
 
 from dgmcourse import cli, grading
 from dgmcourse.grading.runner import _valid_score
-from test_grading_support import make_course, release, solved, submit, tiny_source
+from test_grading_support import make_course, nbgrader, release, solved, submit, tiny_source
 
 SANDBOX = pytest.mark.skipif(not grading.bwrap_available(), reason="needs bubblewrap")
 TESTS = [{"kind": "instructor", "source": "import numpy as np", "grade_id": "setup"},
@@ -295,6 +295,34 @@ def test_library_answer_earns_nothing(tmp_path, answer, verdict):
             assert "dgmcourse.vae.gaussian_kl" in result["message"]
 
 
+DECORATED_TEST = ("# Not an answer: dgmcourse.autoregressive.sample\nimport torch\n"
+                  "class Half(torch.nn.Module):\n    def forward(self, x):\n        return torch.zeros_like(x)\n"
+                  "x = draw(Half(), 3, (2, 2))\nassert x.shape == (3, 1, 2, 2) and set(x.unique().tolist()) <= {0.0, 1.0}")
+OWN_DRAW = ("import torch\n@torch.no_grad()\ndef draw(model, n, shape):\n    x = torch.zeros(n, 1, *shape)\n"
+            "    for i in range(shape[0] * shape[1]):\n"
+            "        p = torch.sigmoid(model(x)).flatten(1)[:, i]\n"
+            "        x.view(n, -1)[:, i] = torch.bernoulli(p)\n    return x")
+
+
+@SANDBOX
+@pytest.mark.parametrize("answer, verdict", [
+    (OWN_DRAW, "passed"),           # the student's own @torch.no_grad() function shares only the decorator
+    ("import torch, dgmcourse.autoregressive as ar\n@torch.no_grad()\ndef draw(model, n, shape):\n"
+     "    return ar.sample(model, n, shape)", "LibraryAnswer"),             # called inside the student's own
+    ("from dgmcourse.autoregressive import sample as draw", "LibraryAnswer"),  # an alias of the decorated one
+], ids=["own_decorated", "called_decorated", "alias_decorated"])
+def test_library_answer_behind_a_decorator(tmp_path, answer, verdict):
+    """A library answer decorated with ``@torch.no_grad()`` is recognised by its own code, not by
+    the decorator's, which every decorated function shares."""
+    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
+                                 {"kind": "test", "source": DECORATED_TEST, "grade_id": "t"}],
+                                tmp_path, grading.Policy(wall_s=120))
+    result = run["verdicts"]["t"]
+    assert result["passed"] == (verdict == "passed"), result
+    if verdict != "passed":
+        assert result["message"].startswith(verdict) and "dgmcourse.autoregressive.sample" in result["message"]
+
+
 @SANDBOX
 def test_optimisers_created_in_a_test_cell_are_not_tampering(tmp_path):
     """torch wraps an optimiser class's step on first use; the harness does that before the
@@ -309,3 +337,24 @@ def test_optimisers_created_in_a_test_cell_are_not_tampering(tmp_path):
     run = grading.run_sandboxed([{"kind": "test", "source": test, "grade_id": "t"}], tmp_path,
                                 grading.Policy(wall_s=120))
     assert run["status"] == "ok" and run["verdicts"]["t"]["passed"], run
+
+
+@SANDBOX
+def test_plain_nbgrader_autograde_repairs_cells_like_dgmcourse_grade(tmp_path):
+    """``RepairCells`` (nbgrader_config.py) gives the plain route the CLI's repairs: a copied test
+    cell, metadata from a future nbgrader and edited points would otherwise make nbgrader reject
+    the notebook or score it by the student's metadata."""
+    course = make_course(tmp_path, ("tiny",))
+    nb = solved(course, "tiny")
+    tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_mul"]
+    nb.cells.append(nbformat.from_dict({**tests[0], "id": "copied1"}))      # a copied test cell
+    tests[0].metadata.nbgrader["points"] = 50                                 # edited points
+    nb.cells[0].metadata.nbgrader["schema_version"] = 99                     # a future nbgrader
+    submit(course, "noisy", "tiny", nb)
+    submit(course, "clean", "tiny", solved(course, "tiny"))
+    for student in ("noisy", "clean"):
+        run = nbgrader(["autograde", "tiny", "--student", student], cwd=course, check=False)
+        assert run.returncode == 0, run.stdout + run.stderr
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        scores = {s.student_id: (s.code_score, s.max_code_score) for s in gb.assignment_submissions("tiny")}
+    assert scores == {"noisy": (3.0, 3.0), "clean": (3.0, 3.0)}

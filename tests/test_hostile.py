@@ -333,7 +333,9 @@ def test_plain_nbgrader_autograde_runs_the_same_sandbox(plain):
     written outside the submission, nothing reaches the network; an honest answer keeps its marks."""
     with Gradebook(f"sqlite:///{plain['course'] / 'gradebook.db'}") as gb:
         scores = {s.student_id: s.code_score for s in gb.assignment_submissions(REAL)}
-    assert scores.get("honest_full") == pytest.approx(plain["max"]), (scores, plain["log"][-4000:])
+    # RepairCells gives this route the CLI's cell repairs; file repairs (a renamed notebook) are the CLI's
+    full = {student: scores.get(student) for student in FULL if student != "renamed_notebook"}
+    assert full == {student: pytest.approx(plain["max"]) for student in full}, (scores, plain["log"][-4000:])
     earned = {student: scores[student] for student in ZERO if scores.get(student)}
     assert earned == {}, earned
     assert "PROBE net blocked" in _outputs(plain, "network_access")

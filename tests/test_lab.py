@@ -61,10 +61,12 @@ def test_student_lab_hides_instructor_tools_and_fetches_and_submits(tmp_path):
     (course / "exchange").mkdir(mode=0o777)
     nbgrader(["release_assignment", "tiny"], cwd=course)
     port, token = _free_port(), "dgmcourse-student"
+    home = tmp_path / "home"  # a student's own HOME: nbgrader caches submissions there
+    home.mkdir()
     server = subprocess.Popen(
         JUPYTER + ["lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
                    f"--ServerApp.root_dir={course}"] + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=course, env={**ENV, "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "student")},
+        cwd=course, env={**ENV, "HOME": str(home), "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "student")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
 

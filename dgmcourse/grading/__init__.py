@@ -1,14 +1,14 @@
 """Sandboxed, parallel, tamper-resistant autograding on top of nbgrader.
 
 Every route to a grade runs student code in the same sandbox, with the same limits and the
-same tamper-proof scoring: ``nbgrader_config.py`` registers :class:`SandboxedExecute` in place
-of nbgrader's ``Execute``, so plain ``nbgrader autograde`` and the formgrader's *Autograde*
-button are sandboxed, and ``dgmcourse grade ASSIGNMENT`` (the fast, parallel front door) runs
+same tamper-proof scoring: ``nbgrader_config.py`` registers :class:`RepairCells` among
+nbgrader's sanitize steps and :class:`SandboxedExecute` in place of its ``Execute``, so plain
+``nbgrader autograde`` and the formgrader's *Autograde* button are repaired and sandboxed, and ``dgmcourse grade ASSIGNMENT`` (the fast, parallel front door) runs
 nbgrader's ``Autograde`` with it in one job per submission::
 
     submitted/<student>/<assignment>/*.ipynb
         -> repair_submission()  renamed, invalid or edited notebooks repaired or rejected (submissions)
-        -> nbgrader Autograde   ClearOutput, DeduplicateIds, OverwriteCells, ..., with its Execute
+        -> nbgrader Autograde   ClearOutput, DeduplicateIds, RepairCells, OverwriteCells, ..., its Execute
                                 step replaced by SandboxedExecute (preprocessors)
         -> run_sandboxed()      bubblewrap, rlimits, signed verdicts (sandbox, harness)
         -> <job>/result.json    scores validated against the cells' points (runner)
@@ -46,7 +46,7 @@ _EXPORTS = {
     "Policy": "sandbox", "Status": "sandbox", "run_sandboxed": "sandbox",
     "bwrap_available": "sandbox", "sandbox_argv": "sandbox", "trusted_roots": "sandbox",
     "repair_submission": "submissions", "repair_cells": "submissions",
-    "SandboxedExecute": "preprocessors",
+    "RepairCells": "preprocessors", "SandboxedExecute": "preprocessors",
     "grade": "runner", "grade_submission": "runner", "merge_results": "runner",
     "format_table": "runner",
     "generate_feedback": "feedback",

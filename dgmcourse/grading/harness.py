@@ -283,19 +283,35 @@ def reference_names(source: str) -> list[str]:
             if name.strip()]
 
 
-def _reference_codes(source: str) -> dict:
-    """``{code object: name}`` of the library functions the test cell names (see NOT_AN_ANSWER)."""
+def _unwrapped(value) -> list:
+    """``value`` and the functions it wraps through ``__wrapped__`` (``functools.wraps``, e.g.
+    ``@torch.no_grad()``), outermost first; only plain functions are followed."""
+    import types
+    chain = [value]
+    while type(chain[-1]) is types.FunctionType and len(chain) < 16 and \
+            type(chain[-1].__dict__.get("__wrapped__")) is types.FunctionType:
+        chain.append(chain[-1].__dict__["__wrapped__"])
+    return chain
+
+
+def _reference_codes(source: str) -> tuple[dict, frozenset]:
+    """``({code object: name}, wrapper codes)`` of the library functions the test cell names
+    (see NOT_AN_ANSWER). The codes are those of the undecorated functions: a decorator's code
+    (``torch.no_grad``'s ``decorate_context``) is shared with every function it decorates,
+    students' own included, so it is only skipped when looking for the caller."""
     import importlib
-    codes = {}
+    codes, wrappers = {}, set()
     for name in reference_names(source):
         module, _, attr = name.rpartition(".")
         try:
-            code = getattr(getattr(importlib.import_module(module), attr), "__code__", None)
+            chain = _unwrapped(getattr(importlib.import_module(module), attr))
         except (ImportError, AttributeError):
-            code = None
+            continue
+        code = getattr(chain[-1], "__code__", None)
         if code is not None:
             codes[code] = name
-    return codes
+            wrappers.update(f.__code__ for f in chain[:-1])
+    return codes, frozenset(wrappers)
 
 
 def _aliases(tree, namespace: dict, bindings: dict, codes: dict) -> list:
@@ -310,18 +326,23 @@ def _aliases(tree, namespace: dict, bindings: dict, codes: dict) -> list:
             value = namespace[node.id]
             if type(value) is functools.partial:
                 value = value.func
+            value = _unwrapped(value)[-1]
             if type(value) is types.FunctionType and value.__code__ in codes:
                 found.append(codes[value.__code__])
     return found
 
 
-def _library_profiler(codes: dict, trusted: tuple, audit):
+def _library_profiler(codes: dict, wrappers: frozenset, trusted: tuple, audit):
     """Profile function reporting (audit event ``dgmcourse.library``) a call of one of ``codes``
-    whose caller is student code; the guard then fails the test cell's verdict."""
+    whose caller, past the decorators' ``wrappers`` frames, is student code; the guard then
+    fails the test cell's verdict."""
     def profiler(frame, event, arg):
-        if event == "call" and frame.f_code in codes and frame.f_back is not None:
-            caller = frame.f_back.f_code.co_filename
-            if caller != "<dgmcourse-test>" and not caller.startswith(trusted):  # _TEST_FILENAME
+        if event == "call" and frame.f_code in codes:
+            caller = frame.f_back
+            while caller is not None and caller.f_code in wrappers:
+                caller = caller.f_back
+            name = caller.f_code.co_filename if caller is not None else "<dgmcourse-test>"
+            if name != "<dgmcourse-test>" and not name.startswith(trusted):  # _TEST_FILENAME
                 audit("dgmcourse.library", codes[frame.f_code])
     return profiler
 
@@ -347,10 +368,10 @@ def _run_test_cell(index, grade_id, source, shell, snapshot, restore, bindings, 
         tree = ast.parse(transform(source))
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         tree = ast.fix_missing_locations(_HardenTests().visit(tree))
-        codes = _reference_codes(source)
+        codes, wrappers = _reference_codes(source)
         for name in _aliases(tree, namespace, bindings, codes):
             sys.audit("dgmcourse.library", name)
-        profiler = _library_profiler(codes, trusted, sys.audit) if codes else None
+        profiler = _library_profiler(codes, wrappers, trusted, sys.audit) if codes else None
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             sys.setprofile(profiler)
             try:
@@ -362,7 +383,8 @@ def _run_test_cell(index, grade_id, source, shell, snapshot, restore, bindings, 
                         score = float(value)
             finally:
                 intact = sys.getprofile() is profiler and (profiler is None or all(
-                    cell.cell_contents is {"codes": codes, "trusted": trusted, "audit": sys.audit}[name]
+                    cell.cell_contents is {"codes": codes, "wrappers": wrappers, "trusted": trusted,
+                                          "audit": sys.audit}[name]
                     for name, cell in zip(profiler.__code__.co_freevars, profiler.__closure__)))
                 sys.setprofile(None)
         if not intact:

@@ -1,10 +1,11 @@
-"""nbgrader preprocessors that run student code in the sandbox.
+"""nbgrader preprocessors that repair submissions and run student code in the sandbox.
 
-``nbgrader_config.py`` puts :class:`SandboxedExecute` in place of nbgrader's ``Execute`` in
+``nbgrader_config.py`` puts :class:`RepairCells` in ``Autograde.sanitize_preprocessors`` and
+:class:`SandboxedExecute` in place of nbgrader's ``Execute`` in
 ``Autograde.autograde_preprocessors``, so every route to a grade -- ``dgmcourse grade``, plain
-``nbgrader autograde`` and the formgrader's *Autograde* button -- executes submissions in the
-same sandbox with the same limits and the same tamper-proof scoring (shaped like nbgrader's own
-``Execute`` in ``nbgrader/preprocessors/execute.py``).
+``nbgrader autograde`` and the formgrader's *Autograde* button -- repairs cells the same way and
+executes submissions in the same sandbox with the same limits and the same tamper-proof scoring
+(shaped like nbgrader's own ``OverwriteCells`` and ``Execute`` in ``nbgrader/preprocessors/``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Integer, Unicode
 
 from dgmcourse.grading.sandbox import Policy, Status, run_sandboxed
+from dgmcourse.grading.submissions import repair_cells
 
 _DEFAULT = Policy()
 
@@ -31,6 +33,31 @@ def cell_kind(cell) -> str:
     if meta.get("locked") and not meta.get("solution"):
         return "instructor"
     return "student"
+
+
+class RepairCells(NbGraderPreprocessor):
+    """Give a submission's cells the release's nbgrader metadata (:func:`repair_cells`).
+
+    Runs before nbgrader's ``OverwriteCells`` in ``Autograde.sanitize_preprocessors``: a copied
+    test cell (a repeated ``grade_id``), metadata from a future nbgrader, edited points or a test
+    cell turned into markdown would otherwise make nbgrader reject the whole notebook or grade
+    it with the student's metadata. The release notebook is
+    ``<release_directory>/<assignment>/<notebook>.ipynb`` of the course directory; when it is
+    absent only nbgrader's own checks run, and a warning says so.
+    """
+
+    def preprocess(self, nb, resources):
+        from nbgrader.coursedir import CourseDirectory
+        ids = resources.get("nbgrader", {})
+        coursedir = CourseDirectory(config=self.config)
+        release = Path(coursedir.format_path(coursedir.release_directory, ".", ids.get("assignment", ""))) \
+            / f"{ids.get('notebook', '')}.ipynb"
+        if not release.is_file():
+            self.log.warning("RepairCells: no release notebook %s; cells are not repaired", release)
+            return nb, resources
+        for note in repair_cells(nb, nbformat.read(release, as_version=4)):
+            self.log.warning("%s/%s: %s", ids.get("student"), ids.get("notebook"), note)
+        return nb, resources
 
 
 class SandboxedExecute(NbGraderPreprocessor):

@@ -75,8 +75,9 @@ def grade_submission(course: str | Path, assignment: str, student: str, job_dir:
     root = job / "course"
     config = course_config(course)
     dirs = _dirs(config)
-    (root / dirs["source"]).mkdir(parents=True)
-    os.symlink(course / dirs["source"] / assignment, root / dirs["source"] / assignment)
+    for folder in ("source", "release"):  # release: for RepairCells, when nbgrader_config.py names it
+        (root / dirs[folder]).mkdir(parents=True)
+        os.symlink(course / dirs[folder] / assignment, root / dirs[folder] / assignment)
     shutil.copy(template_db, job / "gradebook.db")
     notes = repair_submission(course / dirs["submitted"] / student / assignment,
                               course / dirs["release"] / assignment,
@@ -221,8 +222,9 @@ def _template_gradebook(course: Path, assignment: str, db_url: str, work: Path) 
     config = course_config(course)
     dirs = _dirs(config)
     root = work / "template"
-    (root / dirs["source"]).mkdir(parents=True)
-    os.symlink(course / dirs["source"] / assignment, root / dirs["source"] / assignment)
+    for folder in ("source", "release"):  # release: for RepairCells, when nbgrader_config.py names it
+        (root / dirs[folder]).mkdir(parents=True)
+        os.symlink(course / dirs[folder] / assignment, root / dirs[folder] / assignment)
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.db_url = f"sqlite:///{template}"
     config.CourseDirectory.assignment_id = assignment

@@ -171,7 +171,7 @@ ALTERNATIVES = {
         "ancestral_sample": SAMPLE_RAND, "contractive_penalty": PENALTY_JACOBIAN},
     "loops_backward_bce_flat_view": {
         "causal_mask": MASK_LOOPS, "depends_on": DEPENDS_BACKWARD, "bits_per_dim": BPD_BCE,
-        "contractive_penalty": PENALTY_UNITS},  # its SAMPLE_FLAT lost test_ancestral_sample: to be examined
+        "ancestral_sample": SAMPLE_FLAT, "contractive_penalty": PENALTY_UNITS},
     "numpy_func_grad_logsigmoid_logistic_jacfwd": {
         "causal_mask": MASK_NUMPY, "depends_on": DEPENDS_FUNC, "bits_per_dim": BPD_LOG2,
         "ancestral_sample": SAMPLE_UNIFORM_LOGIT, "contractive_penalty": PENALTY_JACFWD},
