@@ -222,9 +222,8 @@ def _template_gradebook(course: Path, assignment: str, db_url: str, work: Path) 
     config = course_config(course)
     dirs = _dirs(config)
     root = work / "template"
-    for folder in ("source", "release"):  # release: for RepairCells, when nbgrader_config.py names it
-        (root / dirs[folder]).mkdir(parents=True)
-        os.symlink(course / dirs[folder] / assignment, root / dirs[folder] / assignment)
+    (root / dirs["source"]).mkdir(parents=True)
+    os.symlink(course / dirs["source"] / assignment, root / dirs["source"] / assignment)
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.db_url = f"sqlite:///{template}"
     config.CourseDirectory.assignment_id = assignment
