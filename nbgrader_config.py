@@ -51,9 +51,12 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Feedback must not reveal hidden tests or the graders' mark schemes (rubrics of the written
 # questions): nbgrader's default feedback would show both, since autograding restores them.
+# RenderMath turns the TeX of markdown cells and grader comments into MathML, so feedback reads
+# offline (nbgrader's feedback would load MathJax from a CDN).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbgrader.preprocessors.ClearMarkScheme",
+    "dgmcourse.grading.feedback.RenderMath",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -2,20 +2,20 @@
 
 In one run on the same machine, N submissions of assignment 1 (a1_vae; a mix of solutions,
 partial answers and untouched releases) are placed in a temporary copy of the course and graded
-three times from scratch, each with one BLAS thread per kernel: by nbgrader (one kernel after the
-other, no sandbox), by dgmcourse with one job (the sandbox overhead, with no contention between
+three times from scratch, each with one BLAS thread per kernel: by nbgrader with its own
+preprocessors (one kernel after the other, no sandbox, no repairs: the course's
+``nbgrader_config.py`` is told to use nbgrader's defaults), by dgmcourse with one job (the sandbox overhead, with no contention between
 jobs) and by dgmcourse with ``--jobs`` parallel jobs (the speed-up). Writes
 benchmarks/reports/grading.json with total wall times, time per submission, the overhead, the ratio,
 and whether the graders gave the same per-cell scores.
 
     python benchmarks/grading.py [--n 40] [--jobs 2] [--smoke]
 
-Targets (2 CPU cores): sandbox overhead <= 1 s per submission over plain nbgrader;
---jobs 2 >= 1.6x faster than sequential nbgrader.
+Targets (2 CPU cores): sandbox overhead <= 0.3 s per submission over plain nbgrader;
+--jobs 2 >= 1.7x faster than sequential nbgrader.
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from test_grading_support import ENV, REAL, make_course, release, solved, submit  # noqa: E402
 
+from dgmcourse.reports import write_report  # noqa: E402
+
 
 def _scores(course: Path) -> dict:
     from nbgrader.api import Gradebook
@@ -42,6 +44,15 @@ def _scores(course: Path) -> dict:
 def _fresh(template: Path, where: Path) -> Path:
     shutil.copytree(template, where, symlinks=True)
     return where
+
+
+# nbgrader as it ships: its own Execute (training cells need more than its 30 s per cell)
+UNSANDBOXED = """
+from nbgrader.converters import Autograde
+c.Autograde.sanitize_preprocessors = Autograde.class_traits()["sanitize_preprocessors"].default()
+c.Autograde.autograde_preprocessors = Autograde.class_traits()["autograde_preprocessors"].default()
+c.Execute.timeout = 300
+"""
 
 
 def main() -> None:
@@ -64,6 +75,8 @@ def main() -> None:
             submit(template, f"s{i:03d}", REAL, kinds[i % 3])
 
         plain = _fresh(template, tmp / "plain")
+        with open(plain / "nbgrader_config.py", "a") as fh:
+            fh.write(UNSANDBOXED)
         start = time.monotonic()
         subprocess.run([sys.executable, "-m", "nbgrader", "autograde", REAL], cwd=plain, env=env,
                        check=True, capture_output=True)
@@ -96,12 +109,10 @@ def main() -> None:
         "speedup": round(t_plain / t_ours[args.jobs], 2),
         "sandbox_overhead_per_submission_s": round((t_ours[1] - t_plain) / args.n, 2),
         "same_scores_per_cell": same,
-        "targets": {"speedup_at_least": 1.6, "overhead_at_most_s": 1.0},
+        "targets": {"speedup_at_least": 1.7, "overhead_at_most_s": 0.3},
     }
-    out = ROOT / "benchmarks" / "reports" / "grading.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    # write_report adds "name" and "measured_at"; the report's own "machine" (with load averages) is kept
+    print(write_report("grading", report).read_text(), end="")
 
 
 if __name__ == "__main__":

@@ -265,6 +265,40 @@ def seed_problems(nb) -> list[str]:
     return sorted(set(problems))
 
 
+def _bound(tree: ast.AST) -> set[str]:
+    """Names a cell binds: assignments, definitions, parameters and imports."""
+    names = _names(tree, ast.Store)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def scope_problems(nb) -> list[str]:
+    """Names a code cell reads that, before it, only graded test cells bound.
+
+    When graded, each test cell runs in a copy of the notebook's namespace (the harness scores
+    it apart from student code), so what a test cell binds never reaches later cells: such a
+    read runs in Jupyter and fails in grading, for every student.
+    """
+    only_in_tests, elsewhere, problems = set(), set(), []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        tree, cell_id = _parse(cell.source), _meta(cell).get("grade_id", f"cell{index}")
+        bound = _bound(tree)
+        for name in sorted((_names(tree, ast.Load) - bound) & only_in_tests):
+            problems.append(f"{cell_id} reads {name!r}, which only a test cell bound before it")
+        if _meta(cell).get("grade") and not _meta(cell).get("solution"):
+            only_in_tests |= bound - elsewhere
+        else:
+            elsewhere |= bound
+            only_in_tests -= bound
+    return problems
+
+
 # --- fixtures and grading ---------------------------------------------------------------------
 def load_fixtures(assignment: str, folder: str | Path = ROOT / "tests" / "assessment"):
     """``(ALTERNATIVES, MISTAKES)`` from ``folder/<assignment>.py``.
@@ -368,9 +402,9 @@ def grade_variants(assignment: str, submissions: dict[str, dict], root: str | Pa
     tests = test_cells(source)
     out = {}
     for result in results:
-        grades = result["notebooks"].get(source_path.stem, {}).get("grades", {})
-        out[result["student"]] = {
-            "status": result["status"],
+        grades = result.notebooks.get(source_path.stem, {}).get("grades", {})
+        out[result.student] = {
+            "status": result.status,
             "scores": {gid: (float(grades.get(gid, {}).get("auto_score") or 0.0), points)
                        for gid, points in tests.items()}}
     return out

@@ -40,6 +40,7 @@ def test_headers_rubrics_seeds_and_fixtures(name):
     assert assessment.points_problems(release) == []
     assert assessment.rubric_problems(source) == []
     assert assessment.seed_problems(source) == []
+    assert assessment.scope_problems(source) == []
     assert assessment.fixture_problems(name) == []
     release_text = "\n".join(cell.source for cell in release.cells)
     assert "MARK SCHEME" not in release_text and "**Model answer" not in release_text
@@ -135,6 +136,18 @@ def test_stochastic_tests_follow_random_draws_through_names():
     assert assessment.seed_problems(nb) == []
     assert assessment.seed_problems(_toy(seed="7")) == [
         "test_f: test_f seeds with 'default_rng(7)'; use SEED + k"]
+
+
+def test_scope_problems_finds_names_only_a_test_cell_bound():
+    nb = _toy()
+    assert assessment.scope_problems(nb) == []
+    nb.cells[6].source = "import math\nassert f(0) == 0 and g.random() < 1"   # g: bound by test_f only
+    nb.cells.append(nbformat.v4.new_code_cell("y = math.pi + f(1)", metadata={"nbgrader": {"grade_id": "late"}}))
+    assert assessment.scope_problems(nb) == [
+        "test_f0 reads 'g', which only a test cell bound before it",
+        "late reads 'math', which only a test cell bound before it"]
+    nb.cells.insert(7, nbformat.v4.new_code_cell("import math"))               # bound by a plain cell too
+    assert assessment.scope_problems(nb) == ["test_f0 reads 'g', which only a test cell bound before it"]
 
 
 def test_submission_answers_every_solution_cell():

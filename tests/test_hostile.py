@@ -231,7 +231,7 @@ def _hostile(tmp_path_factory, route):
     max_points = sum(c.metadata.nbgrader["points"] for c in blank.cells
                      if c.metadata.get("nbgrader", {}).get("grade")
                      and not c.metadata.nbgrader.get("solution"))
-    return {"course": course, "tmp": tmp, "results": {r["student"]: r for r in results},
+    return {"course": course, "tmp": tmp, "results": {r.student: r for r in results},
             "elapsed": elapsed, "protected": protected, "canary": canary, "hits": hits,
             "tests": tests, "max": max_points, "n": len(subs), "log": log}
 
@@ -247,7 +247,7 @@ def plain(tmp_path_factory):
 
 
 def _auto(result):
-    return sum(g["auto_score"] or 0 for nb in result["notebooks"].values()
+    return sum(g["auto_score"] or 0 for nb in result.notebooks.values()
                for g in nb["grades"].values() if not g["needs_manual_grade"])
 
 
@@ -272,21 +272,21 @@ def test_suite_is_large_and_everyone_is_graded(graded):
     assert graded["n"] >= 20 + 2
     assert set(graded["results"]) == set(FULL) | set(ZERO)
     for student, result in graded["results"].items():
-        assert result["max_score"] == pytest.approx(graded["max"] + 4), student  # + 2 written answers
-        assert result["status"] != "error", (student, result["notes"])
+        assert result.max_score == pytest.approx(graded["max"] + 4), student  # + 2 written answers
+        assert result.status != "error", (student, result.notes)
 
 
 @pytest.mark.parametrize("student", FULL)
 def test_right_answers_get_full_marks_despite_the_noise(graded, student):
     result = graded["results"][student]
-    assert _auto(result) == pytest.approx(graded["max"]), (student, result["status"], result["notes"])
-    assert result["status"] in ("graded", "repaired"), result
+    assert _auto(result) == pytest.approx(graded["max"]), (student, result.status, result.notes)
+    assert result.status in ("graded", "repaired"), result
 
 
 @pytest.mark.parametrize("student", ZERO)
 def test_nothing_earned_scores_zero(graded, student):
     result = graded["results"][student]
-    assert _auto(result) == 0, (student, result["status"], result["notes"])
+    assert _auto(result) == 0, (student, result.status, result.notes)
 
 
 @pytest.mark.parametrize("student, status, note", [
@@ -306,8 +306,8 @@ def test_nothing_earned_scores_zero(graded, student):
 ])
 def test_instructor_sees_a_clear_status(graded, student, status, note):
     result = graded["results"][student]
-    assert result["status"] == status, result
-    assert any(note in n for n in result["notes"]), result["notes"]
+    assert result.status == status, result
+    assert any(note in n for n in result.notes), result.notes
 
 
 def test_points_in_the_gradebook_are_the_release_points(graded):
@@ -366,7 +366,7 @@ def test_output_flood_is_truncated(graded):
 
 def test_hidden_tests_are_restored_and_points_never_exceed_the_cells(graded):
     for student, result in graded["results"].items():
-        for nb in result["notebooks"].values():
+        for nb in result.notebooks.values():
             assert set(graded["tests"]) <= set(nb["grades"]), student
             for grade in nb["grades"].values():
                 assert grade["auto_score"] is None or 0 <= grade["auto_score"] <= grade["max_score"]
@@ -374,4 +374,4 @@ def test_hidden_tests_are_restored_and_points_never_exceed_the_cells(graded):
 
 def test_grading_kept_to_its_time_limits(graded):
     for student, result in graded["results"].items():
-        assert result["time_s"] < LIMITS.wall_s + 60, (student, result["time_s"])
+        assert result.time_s < LIMITS.wall_s + 60, (student, result.time_s)

@@ -47,9 +47,9 @@ _EXPORTS = {
     "bwrap_available": "sandbox", "sandbox_argv": "sandbox", "trusted_roots": "sandbox",
     "repair_submission": "submissions", "repair_cells": "submissions",
     "RepairCells": "preprocessors", "SandboxedExecute": "preprocessors",
-    "grade": "runner", "grade_submission": "runner", "merge_results": "runner",
+    "Result": "runner", "grade": "runner", "grade_submission": "runner", "merge_results": "runner",
     "format_table": "runner",
-    "generate_feedback": "feedback",
+    "generate_feedback": "feedback", "RenderMath": "feedback",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -8,6 +8,7 @@ course's gradebook. Nothing in a job touches the course's gradebook.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,28 @@ from pathlib import Path
 
 from dgmcourse.grading.sandbox import Policy, Status, bwrap_available
 from dgmcourse.grading.submissions import repair_submission
+
+@dataclasses.dataclass
+class Result:
+    """One submission's grading job: what :func:`grade_submission` writes to ``result.json``,
+    :func:`merge_results` puts into the gradebook and :func:`write_report` lists.
+
+    Scores are in points. ``notebooks`` maps each notebook name to ``{"grades": {grade_id:
+    {"auto_score", "max_score", "needs_manual_grade"}}, "comments": {grade_id: auto_comment},
+    "late_penalty"}``; ``notes`` lead with why a run did not end normally, then the repairs.
+    """
+
+    student: str
+    status: Status
+    notes: list = dataclasses.field(default_factory=list)
+    score: float = 0.0
+    max_score: float = 0.0
+    time_s: float = 0.0
+    notebooks: dict = dataclasses.field(default_factory=dict)
+    timestamp: str | None = None           # submission time, ISO 8601
+    autograded: str | None = None          # the job's autograded folder
+    logs: list = dataclasses.field(default_factory=list)  # sandbox logs kept in the course
+
 
 def _ignore_session_warnings() -> None:
     """Silence nbgrader's harmless ``SAWarning: Object ... not in session`` (first grading of a
@@ -48,17 +71,13 @@ def _dirs(config) -> dict:
             "feedback": get("feedback_directory", "feedback")}
 
 def grade_submission(course: str | Path, assignment: str, student: str, job_dir: str | Path,
-                     template_db: str | Path, policy: Policy = Policy()) -> dict:
-    """Grade one submission in its own job folder; write and return ``<job_dir>/result.json``.
+                     template_db: str | Path, policy: Policy = Policy()) -> Result:
+    """Grade one submission in its own job folder; return its :class:`Result`, also written
+    to ``<job_dir>/result.json``.
 
     The job autogrades with nbgrader's ``Autograde`` converter into a private copy of the
     gradebook (``template_db``), so it never writes the course's gradebook; its sandboxed
     execution is :func:`run_sandboxed` (via ``SandboxedExecute``).
-
-    Returns:
-        ``{"student", "status", "notes", "time_s", "score", "max_score", "notebooks": {name:
-        {"grades": {grade_id: {"auto_score", "max_score", "needs_manual_grade"}},
-        "comments": {grade_id: auto_comment}}}, "autograded": folder}``; scores in points.
     """
     from nbgrader.apps import NbGraderAPI  # noqa: F401 - imports nbgrader's config classes
     from nbgrader.converters import Autograde
@@ -102,14 +121,12 @@ def grade_submission(course: str | Path, assignment: str, student: str, job_dir:
         converter.start()
     except Exception as err:  # noqa: BLE001 - one broken submission never stops the others
         status, error = Status.ERROR, f"{type(err).__name__}: {str(err)[:200]}"
-    result = _read_job_gradebook(job, assignment, student)
+    book = _read_job_gradebook(job, assignment, student)
     written = {p.stem for p in (root / dirs["submitted"] / student / assignment).glob("*.ipynb")}
-    for name, notebook in result["notebooks"].items():
+    for name, notebook in book["notebooks"].items():
         if name not in written:  # missing or rejected: zero, nothing left to grade by hand
             for grade in notebook["grades"].values():
                 grade.update(auto_score=0.0, needs_manual_grade=False)
-    result["score"] = sum(g["auto_score"] or 0.0 for nb in result["notebooks"].values()
-                          for g in nb["grades"].values())
     runs = [json.loads(p.read_text()) for p in sorted(job.glob("run-*.json"))]
     statuses = [Status(r["status"]) for r in runs if r["status"] != Status.OK]
     details = [f"{r['status']}: {r['detail']}" for r in runs if r["status"] != Status.OK]
@@ -120,11 +137,13 @@ def grade_submission(course: str | Path, assignment: str, student: str, job_dir:
         status = Status.TAMPERED if Status.TAMPERED in statuses else statuses[0]
     elif status == Status.GRADED and notes:
         status = Status.REPAIRED
-    result.update({"student": student, "status": status,
-                   "notes": details + ([error] if error else []) + notes,
-                   "time_s": time.monotonic() - start,
-                   "autograded": str(root / dirs["autograded"] / student / assignment)})
-    (job / "result.json").write_text(json.dumps(result, indent=1))
+    result = Result(student=student, status=status, notes=details + ([error] if error else []) + notes,
+                    score=sum(g["auto_score"] or 0.0 for nb in book["notebooks"].values()
+                              for g in nb["grades"].values()),
+                    max_score=book["max_score"], time_s=time.monotonic() - start,
+                    notebooks=book["notebooks"], timestamp=book["timestamp"],
+                    autograded=str(root / dirs["autograded"] / student / assignment))
+    (job / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
     return result
 
 def _read_job_gradebook(job: Path, assignment: str, student: str) -> dict:
@@ -166,12 +185,12 @@ def _valid_score(value, max_score: float):
         raise ValueError(f"score {value!r} is outside [0, {max_score}]")
     return float(value)
 
-def merge_results(course: str | Path, assignment: str, results: list,
+def merge_results(course: str | Path, assignment: str, results: list[Result],
                   db_url: str | None = None) -> None:
     """Write job results into the gradebook and the autograded folder (instructor side only).
 
     Every score is validated against the cell's points in the gradebook; an invalid score
-    is stored as 0 and the result's status becomes ``"invalid-score"``.
+    is stored as 0 and the result's status becomes ``"invalid-score"``, with a note.
 
     Raises:
         ValueError: if a result names a cell or notebook the gradebook does not know.
@@ -184,20 +203,20 @@ def merge_results(course: str | Path, assignment: str, results: list,
     autograded = course / _dirs(config)["autograded"]
     with Gradebook(db_url_of(course, config, db_url)) as gb:
         for result in results:
-            student = result["student"]
+            student = result.student
             gb.update_or_create_student(student)
-            stamp = result.get("timestamp")
+            stamp = result.timestamp
             gb.update_or_create_submission(assignment, student, **(
                 {"timestamp": datetime.datetime.fromisoformat(stamp)} if stamp else {}))
-            for name, notebook in result["notebooks"].items():
+            for name, notebook in result.notebooks.items():
                 for grade_id, entry in notebook["grades"].items():
                     grade = gb.find_grade(grade_id, name, assignment, student)
                     try:
                         grade.auto_score = _valid_score(entry["auto_score"], grade.max_score)
                     except ValueError as err:
                         grade.auto_score = 0.0
-                        result["status"] = Status.INVALID_SCORE
-                        result["notes"].append(f"{grade_id}: {err}")
+                        result.status = Status.INVALID_SCORE
+                        result.notes.append(f"{grade_id}: {err}")
                     grade.needs_manual_grade = bool(entry["needs_manual_grade"])
                 for grade_id, text in notebook["comments"].items():
                     gb.find_comment(grade_id, name, assignment, student).auto_comment = text
@@ -205,7 +224,7 @@ def merge_results(course: str | Path, assignment: str, results: list,
                     gb.find_submission_notebook(name, assignment, student) \
                         .late_submission_penalty = notebook["late_penalty"]
             gb.db.commit()
-            source = result.get("autograded")
+            source = result.autograded
             if source and Path(source).is_dir():
                 target = autograded / student / assignment
                 shutil.rmtree(target, ignore_errors=True)
@@ -232,7 +251,7 @@ def _template_gradebook(course: Path, assignment: str, db_url: str, work: Path) 
 
 def grade(course: str | Path, assignment: str, students: list | None = None,
           jobs: int | None = None, db_url: str | None = None, policy: Policy = Policy(),
-          progress: bool = True) -> list:
+          progress: bool = True) -> list[Result]:
     """Grade submissions in parallel jobs, then merge them into the gradebook.
 
     Args:
@@ -245,7 +264,7 @@ def grade(course: str | Path, assignment: str, students: list | None = None,
         progress: show a tqdm progress bar.
 
     Returns:
-        One result dict per student (see :func:`grade_submission`), sorted by student.
+        One :class:`Result` per student, sorted by student.
 
     Raises:
         RuntimeError: bubblewrap missing and ``policy.unsafe`` False.
@@ -298,13 +317,11 @@ def grade(course: str | Path, assignment: str, students: list | None = None,
                 try:
                     results.append(future.result())
                 except Exception as err:  # noqa: BLE001 - a crashed job is one student's status
-                    results.append({"student": student, "status": Status.ERROR, "notebooks": {},
-                                    "notes": [f"{type(err).__name__}: {err}"], "score": 0.0,
-                                    "max_score": 0.0, "time_s": 0.0})
-                bar.set_postfix_str(f"{student}: {results[-1]['status']}")
+                    results.append(Result(student, Status.ERROR, notes=[f"{type(err).__name__}: {err}"]))
+                bar.set_postfix_str(f"{student}: {results[-1].status}")
                 bar.update()
             bar.close()
-        results.sort(key=lambda r: r["student"])
+        results.sort(key=lambda r: r.student)
         _keep_logs(course, assignment, results, work)
         merge_results(course, assignment, results, url)
         write_report(course, assignment, results)
@@ -327,20 +344,20 @@ def _require_released(url: str, assignment: str) -> None:
                              f"(make release, or nbgrader generate_assignment {assignment})") from None
 
 
-def _keep_logs(course: Path, assignment: str, results: list, work: Path) -> None:
+def _keep_logs(course: Path, assignment: str, results: list[Result], work: Path) -> None:
     """Copy each job's sandbox logs to ``grading-logs/<assignment>/<student>/`` in the course."""
     for result in results:
-        target = course / "grading-logs" / assignment / result["student"]
+        target = course / "grading-logs" / assignment / result.student
         shutil.rmtree(target, ignore_errors=True)
-        logs = sorted((work / result["student"]).glob("sandbox-*.log"))
+        logs = sorted((work / result.student).glob("sandbox-*.log"))
         if logs:
             target.mkdir(parents=True)
             for log in logs:
                 shutil.copy(log, target / log.name)
-        result["logs"] = [str(target / log.name) for log in logs]
+        result.logs = [str(target / log.name) for log in logs]
 
 
-def write_report(course: str | Path, assignment: str, results: list) -> list[Path]:
+def write_report(course: str | Path, assignment: str, results: list[Result]) -> list[Path]:
     """Write ``grading-report-<assignment>.csv`` and ``.json`` next to the gradebook.
 
     One row per student: status, score, max, time, every note and the sandbox logs kept.
@@ -348,9 +365,9 @@ def write_report(course: str | Path, assignment: str, results: list) -> list[Pat
     """
     import csv
     course = Path(course)
-    rows = [{"student": r["student"], "status": str(r["status"]), "score": r["score"],
-             "max_score": r["max_score"], "time_s": round(r["time_s"], 2),
-             "notes": list(r["notes"]), "logs": r.get("logs", [])} for r in results]
+    rows = [{"student": r.student, "status": str(r.status), "score": r.score,
+             "max_score": r.max_score, "time_s": round(r.time_s, 2),
+             "notes": list(r.notes), "logs": list(r.logs)} for r in results]
     json_path = course / f"grading-report-{assignment}.json"
     json_path.write_text(json.dumps(rows, indent=1) + "\n")
     csv_path = course / f"grading-report-{assignment}.csv"
@@ -362,7 +379,7 @@ def write_report(course: str | Path, assignment: str, results: list) -> list[Pat
     return [csv_path, json_path]
 
 
-def format_table(results: list, verbose: bool = False) -> str:
+def format_table(results: list[Result], verbose: bool = False) -> str:
     """Per-student table: student, score, max, status, time and notes.
 
     The notes lead with why a run did not end normally (timeout, crash, tampering), then the
@@ -370,9 +387,9 @@ def format_table(results: list, verbose: bool = False) -> str:
     """
     rows = [("student", "score", "max", "status", "time", "notes")]
     for r in results:
-        notes = "; ".join(r["notes"])
-        rows.append((r["student"], f"{r['score']:g}", f"{r['max_score']:g}", str(r["status"]),
-                     f"{r['time_s']:.1f}s", notes if verbose else notes[:70]))
+        notes = "; ".join(r.notes)
+        rows.append((r.student, f"{r.score:g}", f"{r.max_score:g}", str(r.status),
+                     f"{r.time_s:.1f}s", notes if verbose else notes[:70]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                      for row in rows)
