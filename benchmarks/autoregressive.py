@@ -8,7 +8,6 @@ half and merges it into the report). Writes ``benchmarks/reports/autoregressive.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -20,10 +19,9 @@ from dgmcourse import evaluation as ev
 from dgmcourse import ssvae
 from dgmcourse.data import binarize, load_mnist
 from dgmcourse.device import get_device, seed_everything
-from dgmcourse.reports import REPORTS, read_report
+from dgmcourse.reports import read_report, write_report
 from dgmcourse.vae import MLPVAE, iwae_bound, train_vae
 
-REPORT = REPORTS / "autoregressive.json"
 D = 28 * 28
 
 
@@ -112,9 +110,10 @@ def main():
         report["pixelcnn_part_s"] = round(time.time() - start, 1)
     if args.part in ("all", "m2"):
         report["m2"] = m2_against_baseline(device, seeds=tuple(range(args.m2_seeds)))
-    report = read_report("autoregressive") | report  # read late: parts may run in parallel
-    REPORT.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    # read late: parts may run in parallel; write_report sets name, measured_at and machine afresh
+    kept = {key: value for key, value in read_report("autoregressive").items()
+            if key not in ("name", "measured_at", "machine")}
+    print(write_report("autoregressive", kept | report).read_text(), end="")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ def analytic_accuracy(n=20_000):
 
 
 def omega_experiment(x_train, x_test, classifier, epochs=15, n_prior=4000, n_radius=1000):
-    """Seed 000's experiment: vanilla VAE vs omega-regularised (lambda = 30, clip 0.3), 2-D MLP VAEs."""
+    """The experiment of Manoj, "On the Latent Space of Deep Generative Models" (honors thesis
+    talk, 2018): vanilla VAE vs omega-regularised (lambda = 30, clip 0.3), 2-D MLP VAEs."""
     out = {}
     z_prior = torch.randn(n_prior, 2, generator=torch.Generator().manual_seed(7))
     for name, lam, clip in [("vanilla", 0.0, None), ("omega", 30.0, 0.3)]:

@@ -1,6 +1,7 @@
 """Manifolds and auto-encoders: PCA as the linear auto-encoder; undercomplete, denoising and
-contractive auto-encoders (Patrini's lecture, seed 004; Goodfellow, Bengio & Courville 2016,
-Sec. 5.8.1, 13.5 and ch. 14).
+contractive auto-encoders (Patrini, "Unsupervised learning, representation and generative
+models", Deep Learning lecture, University of Amsterdam, 2017; Goodfellow, Bengio & Courville
+2016, Sec. 5.8.1, 13.5 and ch. 14).
 
 * :func:`pca` -- principal subspace, eigenvalues of the covariance, and
   :func:`pca_reconstruct`; the mean squared reconstruction error of ``k`` components equals the

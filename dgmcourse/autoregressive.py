@@ -1,7 +1,8 @@
 """An auto-regressive model of binary images: a small masked-convolution PixelCNN.
 
 The chain rule writes any distribution over the ``D = H x W`` pixels in raster order
-(Patrini's lecture, seed 004; van den Oord, Kalchbrenner & Kavukcuoglu 2016, Eq. 1):
+(Patrini, "Unsupervised learning, representation and generative models", Deep Learning
+lecture, University of Amsterdam, 2017; van den Oord, Kalchbrenner & Kavukcuoglu 2016, Eq. 1):
 
     p(x) = prod_{i=1}^{D} p(x_i | x_1, ..., x_{i-1}).
 
@@ -149,7 +150,7 @@ def sample(model: nn.Module, n: int, shape: tuple[int, int] = (28, 28), generato
     Each of the ``H*W - start`` steps runs the whole network and keeps only the logit of the
     next pixel: exact, and slow (no parallelism), as the lecture's comparison table says.
     With ``x`` and ``start`` it completes images whose first ``start`` pixels are given
-    (the PixelRNN in-painting demo of seed 004).
+    (the PixelRNN in-painting demo of Patrini, 2017, after van den Oord et al., 2016).
 
     Args:
         model: causal model returning logits ``(B, 1, H, W)``.

@@ -9,6 +9,9 @@ A an orthogonal matrix with all entries non-zero, and f(z) = g^{-1}(h^{-1}(A h(g
 Conventions (as in ``disentanglement_lib``): codes have shape ``(num_codes, N)`` and integer factors
 ``(num_factors, N)``; intervention-based scores take ``sample_factors(n, rng) -> (n, num_factors)``
 and ``represent(factors, rng) -> (n, num_codes)``. Information is in nats.
+
+``mmd_permutation_test`` is :func:`dgmcourse.divergences.mmd_permutation_test`, re-exported here
+to check that f(z) has the distribution of z (Theorem 1's f preserves p(z)).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import mutual_info_score, roc_auc_score
 from sklearn.preprocessing import label_binarize
 from sklearn.svm import LinearSVC
+
+from dgmcourse.divergences import mmd_permutation_test as mmd_permutation_test  # re-exported
 
 SampleFactors = Callable[[int, np.random.Generator], np.ndarray]
 Represent = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -142,46 +147,6 @@ def entangle(z: torch.Tensor, A, marginals) -> torch.Tensor:
     w = y @ torch.as_tensor(A, dtype=z.dtype, device=z.device).T     # rotation A y: still N(0, I)
     x, _ = _Marginal.apply(w, _from_gaussian, marginals)            # g^{-1}(h^{-1}(w)): back to p(z)
     return x
-
-
-def mmd_permutation_test(x: np.ndarray, y: np.ndarray, num_permutations: int = 200,
-                         rng: np.random.Generator | None = None) -> tuple[float, float]:
-    """Kernel two-sample test of H0: x and y come from the same distribution (Gretton et al. 2012,
-    JMLR, unbiased MMD^2 estimator Eq. 3, permutation p-value).
-
-    Gaussian kernel with the median-heuristic bandwidth of the pooled sample.
-
-    Args:
-        x: ``(n, d)`` sample; y: ``(m, d)`` sample (n, m >= 2).
-        num_permutations: random relabellings for the null distribution.
-
-    Returns:
-        ``(mmd2, p_value)``: the unbiased MMD^2 statistic and the permutation p-value
-        ``(1 + #{MMD^2_perm >= MMD^2}) / (1 + num_permutations)``.
-
-    Raises:
-        ValueError: samples not 2-D with the same d and at least 2 points each.
-    """
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
-        raise ValueError(f"x and y must be (n, d) and (m, d) with n, m >= 2, got {x.shape}, {y.shape}")
-    rng = rng or np.random.default_rng(0)
-    pooled = np.concatenate([x, y])
-    sq = np.sum((pooled[:, None] - pooled[None]) ** 2, axis=-1)
-    kernel = np.exp(-sq / np.median(sq[sq > 0]))
-    n = len(x)
-
-    def statistic(index):
-        kxx = kernel[np.ix_(index[:n], index[:n])]
-        kyy = kernel[np.ix_(index[n:], index[n:])]
-        kxy = kernel[np.ix_(index[:n], index[n:])]
-        m = len(index) - n
-        return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                - 2 * kxy.mean())
-
-    observed = statistic(np.arange(len(pooled)))
-    null = [statistic(rng.permutation(len(pooled))) for _ in range(num_permutations)]
-    return float(observed), float((1 + np.sum(np.array(null) >= observed)) / (1 + num_permutations))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,10 +562,17 @@ def mean_representation(model, x: np.ndarray, batch_size: int = 2048) -> np.ndar
     """The encoder mean mu(x) of a VAE as the representation ("training: sampled z; inference: the
     mean", Locatello et al. 2019, Sec. 2). ``x``: ``(n, *x_shape)`` array; returns float64 ``(n, z_dim)``.
 
+    The encoder runs in eval mode; the model's previous training mode is restored afterwards,
+    also when encoding raises.
+
     Raises:
         ValueError: from ``model.encode`` when ``x`` has the wrong shape.
     """
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
-    return np.concatenate([model.encode(torch.as_tensor(chunk, dtype=torch.float32, device=device))[0]
-                           .double().cpu().numpy() for chunk in np.array_split(x, -(-len(x) // batch_size))])
+    try:
+        return np.concatenate([model.encode(torch.as_tensor(chunk, dtype=torch.float32, device=device))[0]
+                               .double().cpu().numpy() for chunk in np.array_split(x, -(-len(x) // batch_size))])
+    finally:
+        model.train(was_training)

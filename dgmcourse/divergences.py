@@ -1,6 +1,6 @@
 """Divergences, the Wasserstein (earth mover's) distance and the limits of likelihood.
 
-Notation follows Isachenko, *Deep Generative Models*, lecture 9 (seed 002): data
+Notation follows Isachenko, *Deep Generative Models*, lecture 9, Ozon Masters, 2021: data
 distribution π, model p(x|θ). All divergences are in nats.
 
 * Discrete / gridded divergences: :func:`kl_divergence`, :func:`js_divergence`,
@@ -106,7 +106,8 @@ def kl_divergence(p, q, dx: float | None = None, normalize: bool = False) -> flo
         ValueError: shapes differ, negative or non-finite entries, masses that do not sum
             to 1 (without ``normalize``), or a non-positive ``dx``.
 
-    Source: seed 002 (lecture 9), KL(π||p) = ∫ π(x) log π(x)/p(x) dx; Cover & Thomas, Eq. 2.26.
+    Source: Isachenko (2021), lecture 9, KL(π||p) = ∫ π(x) log π(x)/p(x) dx; Cover & Thomas,
+    Eq. 2.26.
     """
     p_m, q_m = _pair(p, q, dx, normalize)
     support = p_m > 0
@@ -124,7 +125,7 @@ def js_divergence(p, q, dx: float | None = None, normalize: bool = False) -> flo
     Returns:
         JSD in nats.
 
-    Source: seed 002 (lecture 9), JSD definition and V(G, D*) = 2 JSD(π||p) − log 4
+    Source: Isachenko (2021), lecture 9, JSD definition and V(G, D*) = 2 JSD(π||p) − log 4
     (Goodfellow et al. 2014, Theorem 1).
     """
     p_m, q_m = _pair(p, q, dx, normalize)
@@ -186,8 +187,8 @@ def transport_lp(a, b, cost):
     Raises:
         ValueError: non-1-D or negative masses, unequal totals, cost of the wrong shape.
 
-    Source: seed 002 (lecture 9), W(π, p) = inf_{γ ∈ Π(π, p)} E_γ ||x − y||; Peyré & Cuturi,
-    "Computational Optimal Transport" (2019), Eq. 2.11.
+    Source: Isachenko (2021), lecture 9, W(π, p) = inf_{γ ∈ Π(π, p)} E_γ ||x − y||;
+    Peyré & Cuturi, "Computational Optimal Transport" (2019), Eq. 2.11.
     """
     a, b = _piles(a, b)
     n, m = len(a), len(b)
@@ -216,7 +217,7 @@ def earth_movers_distance(a, b, cost, solver: str = "network_simplex") -> tuple[
         ValueError: as :func:`transport_lp`, or an unknown ``solver``.
         RuntimeError: if the solver does not report an optimal solution.
 
-    Source: seed 002 (lecture 9), discrete earth mover's example (W = 2 + 2 + 1 = 5);
+    Source: Isachenko (2021), lecture 9, discrete earth mover's example (W = 2 + 2 + 1 = 5);
     Arjovsky et al. (2017), Eq. 1.
     """
     if solver not in ("network_simplex", "linprog"):
@@ -333,7 +334,7 @@ def sample_parallel_lines(theta: float, n: int, noise_std: float = 0.0,
     Raises:
         ValueError: if n < 1 or noise_std < 0.
 
-    Source: seed 002 (lecture 9); Arjovsky et al. (2017), Example 1.
+    Source: Isachenko (2021), lecture 9; Arjovsky et al. (2017), Example 1.
     """
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -367,7 +368,7 @@ def parallel_lines_divergences(theta: float, noise_std: float = 0.0) -> dict[str
     Raises:
         ValueError: if noise_std < 0 or theta is not finite.
 
-    Source: seed 002 (lecture 9), "Wasserstein distance vs KL vs JSD"; Arjovsky et al. (2017),
+    Source: Isachenko (2021), lecture 9, "Wasserstein distance vs KL vs JSD"; Arjovsky et al. (2017),
     Example 1; Arjovsky & Bottou (2017) on noise.
     """
     theta = float(theta)
@@ -408,7 +409,7 @@ def histogram_divergences(x, y, bins, bounds) -> dict[str, float]:
     Raises:
         ValueError: if x or y is not 2-D, dimensions differ, or a sample has no point in range.
 
-    Source: seed 002 (lecture 9), parallel-lines example, estimated from finite samples.
+    Source: Isachenko (2021), lecture 9, parallel-lines example, estimated from finite samples.
     """
     x, y = _to_numpy(x, "x"), _to_numpy(y, "y")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -452,7 +453,7 @@ def sample_gaussian_kde(centers: torch.Tensor, bandwidth: float, n: int,
     Raises:
         ValueError: if bandwidth < 0 or n < 1.
 
-    Source: seed 002 (lecture 9), p1, "poor likelihood, great samples".
+    Source: Isachenko (2021), lecture 9, p1, "poor likelihood, great samples".
     """
     if not bandwidth >= 0:
         raise ValueError(f"bandwidth must be >= 0, got {bandwidth!r}")
@@ -480,7 +481,7 @@ def noise_mixture_log_likelihood(log_p: torch.Tensor, log_p_noise: torch.Tensor,
     Raises:
         ValueError: if weight is not in (0, 1].
 
-    Source: seed 002 (lecture 9), "Great likelihood, poor samples"; Theis et al. (2016), Sec. 3.2.
+    Source: Isachenko (2021), lecture 9, "Great likelihood, poor samples"; Theis et al. (2016), Sec. 3.2.
     """
     if not 0 < weight <= 1:
         raise ValueError(f"weight must be in (0, 1], got {weight!r}")
@@ -505,11 +506,20 @@ def _samples(x, y) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _gaussian_gram(z: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
+    """Gram matrix k(z_i, z_j) = exp(−||z_i − z_j||² / 2h²) of the pooled sample z (N, D).
+
+    ``bandwidth=None`` is the median heuristic (Gretton et al. 2012, Sec. 8): h = the median of
+    the N(N−1)/2 distances ||z_i − z_j||, i < j (``torch.median``: the lower of the two middle
+    values when their number is even).
+    """
     sq = torch.cdist(z, z).pow(2)
-    if bandwidth is None:  # median heuristic
+    if bandwidth is None:
         bandwidth = float(sq[torch.triu_indices(len(z), len(z), 1).unbind()].median().sqrt())
-    if not bandwidth > 0:
-        raise ValueError(f"bandwidth must be > 0, got {bandwidth!r}")
+        if bandwidth == 0:
+            raise ValueError("bandwidth=None: the median pairwise distance of the pooled sample is 0 "
+                             "(most points coincide); pass a bandwidth > 0")
+    if isinstance(bandwidth, bool) or not bandwidth > 0 or not math.isfinite(bandwidth):
+        raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
     return torch.exp(-sq / (2 * bandwidth ** 2))
 
 
@@ -531,6 +541,11 @@ def _labels(n: int, total: int) -> torch.Tensor:
     return (torch.arange(total) < n).double().unsqueeze(1)
 
 
+def _check_count(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def mmd2_unbiased(x, y, bandwidth: float | None = None) -> float:
     """Unbiased estimate of the squared maximum mean discrepancy with a Gaussian kernel.
 
@@ -539,14 +554,17 @@ def mmd2_unbiased(x, y, bandwidth: float | None = None) -> float:
 
     Args:
         x: (n, D) or (n, *shape) sample of π; y: (m, D) sample of p (tensors or arrays).
-        bandwidth: kernel width h; ``None`` uses the median pairwise distance of the pooled
-            sample (median heuristic).
+        bandwidth: kernel width h, in the units of x; ``None`` uses the median heuristic: h =
+            the median distance ||z_i − z_j||, i < j, over the pooled sample z = (x, y) (the lower
+            middle value when the number of pairs is even).
 
     Returns:
-        MMD²_u (unitless; may be slightly negative when π = p).
+        MMD²_u, dimensionless (a squared distance between kernel mean embeddings; the kernel takes
+        values in (0, 1], so MMD²_u ≤ 2); it may be slightly negative when π = p.
 
     Raises:
-        ValueError: mismatched dimensions, fewer than 2 points, bandwidth ≤ 0.
+        ValueError: x or y not (N, D) / (N, *shape), mismatched dimensions, fewer than 2 points,
+            bandwidth ≤ 0, or a median pairwise distance of 0.
 
     Source: Gretton et al. (2012), "A Kernel Two-Sample Test", JMLR, Lemma 6 / Eq. 3.
     """
@@ -555,34 +573,42 @@ def mmd2_unbiased(x, y, bandwidth: float | None = None) -> float:
     return float(_mmd2_from_gram(k, _labels(len(x), len(x) + len(y))))
 
 
-def mmd_permutation_test(x, y, bandwidth: float | None = None, permutations: int = 500,
+def mmd_permutation_test(x, y, *, bandwidth: float | None = None, permutations: int = 500,
                          seed: int = 0) -> TestResult:
-    """Kernel two-sample test H0: π = p with MMD²_u as statistic and a permutation p-value.
+    """Kernel two-sample test of H0: π = p with MMD²_u as statistic and a permutation p-value.
 
-    Under H0 the labels "from π" / "from p" are exchangeable, so the statistic on randomly
-    relabelled pooled samples gives its null distribution;
-    p = (1 + #{T_perm ≥ T}) / (1 + permutations).
+    The statistic is :func:`mmd2_unbiased` with the Gaussian kernel
+    k(x, y) = exp(−||x − y||² / 2h²); h is fixed once on the pooled sample (by default the median
+    heuristic, see ``bandwidth``) before permuting. Under H0 the labels "from π" / "from p" are
+    exchangeable, so the statistic on randomly relabelled pooled samples gives its null
+    distribution; p = (1 + #{T_perm ≥ T}) / (1 + permutations).
 
     Args:
-        x, y, bandwidth: as :func:`mmd2_unbiased` (the bandwidth is fixed before permuting).
-        permutations: number of random relabellings (≥ 1); seed: their random seed.
+        x: (n, D) or (n, *shape) sample of π; y: (m, D) sample of p (tensors or arrays; n, m ≥ 2).
+        bandwidth: keyword-only kernel width h, as in :func:`mmd2_unbiased` (``None``: h = median
+            pairwise distance of the pooled sample).
+        permutations: keyword-only number of random relabellings P ≥ 1.
+        seed: keyword-only seed (≥ 0) of the ``torch.Generator`` drawing the relabellings; the
+            same inputs and seed give the same result.
 
     Returns:
-        :class:`TestResult` (statistic = MMD²_u, p_value in (0, 1]).
+        :class:`TestResult` with ``statistic`` = MMD²_u (dimensionless, as :func:`mmd2_unbiased`)
+        and ``p_value`` in [1 / (1 + P), 1]; it unpacks as ``(statistic, p_value)``.
 
     Raises:
-        ValueError: as :func:`mmd2_unbiased`, or permutations < 1.
+        ValueError: as :func:`mmd2_unbiased`, ``permutations`` not an integer ≥ 1, or ``seed``
+            not an integer ≥ 0.
 
-    Source: seed 002 (lecture 9), likelihood-free learning as a two-sample test;
-    Gretton et al. (2012), Sec. 5.
+    Source: Gretton et al. (2012), "A Kernel Two-Sample Test", JMLR, Eq. 3 and Sec. 5
+    (permutation null); Isachenko (2021), lecture 9, likelihood-free learning as a two-sample test.
     """
-    if int(permutations) != permutations or permutations < 1:
-        raise ValueError(f"permutations must be a positive integer, got {permutations!r}")
+    _check_count(permutations, "permutations", minimum=1)
+    _check_count(seed, "seed", minimum=0)
     x, y = _samples(x, y)
     k = _gaussian_gram(torch.cat([x, y]), bandwidth)
     n, total = len(x), len(x) + len(y)
     stat = _mmd2_from_gram(k, _labels(n, total))[0]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))
     exceed = 0
     for start in range(0, int(permutations), 100):  # relabel in batches of 100 permutations
         ranks = torch.stack([torch.randperm(total, generator=gen)
@@ -614,7 +640,7 @@ def classifier_two_sample_test(x, y, classifier=None, test_fraction: float = 0.5
         ValueError: mismatched dimensions, fewer than 2 points, n ≠ m, test_fraction not in (0, 1).
 
     Source: Lopez-Paz & Oquab (2017), "Revisiting Classifier Two-Sample Tests", ICLR, Sec. 2;
-    seed 002: the discriminator as a learned two-sample test statistic.
+    Isachenko (2021), lecture 9: the discriminator as a learned two-sample test statistic.
     """
     from sklearn.base import clone
     from sklearn.model_selection import train_test_split

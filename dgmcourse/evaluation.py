@@ -1,9 +1,10 @@
 """How to evaluate a generative model: classifier-based measures, memorisation, Fréchet distance,
 and log-likelihoods in one unit.
 
-Evaluation of generative models is an open problem (Patrini's lecture, seed 004; Theis, van den
-Oord & Bethge 2016, "A note on the evaluation of generative models"). This module gives the
-measures the course uses, each readable and tested against a reference:
+Evaluation of generative models is an open problem (Patrini, "Unsupervised learning,
+representation and generative models", Deep Learning lecture, University of Amsterdam, 2017;
+Theis, van den Oord & Bethge 2016, "A note on the evaluation of generative models"). This
+module gives the measures the course uses, each readable and tested against a reference:
 
 * classifier-based: :func:`class_histogram` (the class masses ``p`` of a set of samples),
   :func:`collision_entropy` ``-log ||p||^2`` and :func:`renyi_entropy`, :func:`confidence`;
@@ -59,7 +60,8 @@ def class_histogram(probs_or_labels, num_classes: int | None = None, soft: bool 
     """Class distribution ``p`` of a set of (generated) samples.
 
     ``p_k`` estimates the probability mass the generator puts on class ``k`` (the class mass
-    ``P(z in K_k)`` of Manoj 2018, seed 000, when the samples are decoded from ``z ~ p(z)``).
+    ``P(z in K_k)`` of Manoj, "On the Latent Space of Deep Generative Models", honors thesis
+    talk, 2018, when the samples are decoded from ``z ~ p(z)``).
 
     Args:
         probs_or_labels: ``(B, K)`` classifier probabilities or ``(B,)`` integer labels.
@@ -129,7 +131,7 @@ def collision_entropy(p) -> torch.Tensor:
     """Collision entropy ``H_2(p) = -log ||p||^2`` in nats.
 
     ``||p||^2 = sum_k p_k^2`` is the collision probability: the chance that two independent
-    samples fall in the same class. Manoj 2018 (seed 000) bounds the expected class radius with
+    samples fall in the same class. Manoj (2018) bounds the expected class radius with
     ``log(1/||p||^2)``; uniform ``p`` over ``K`` classes gives the maximum ``log K``, a
     generator that produces a single class gives 0.
 
@@ -225,7 +227,7 @@ class MemorisationReport:
 
 def memorisation_check(generated: torch.Tensor, train: torch.Tensor, held_out: torch.Tensor,
                        batch_size: int = 512) -> MemorisationReport:
-    """Nearest-neighbour memorisation check (Patrini's lecture, seed 004, "a heuristic check for
+    """Nearest-neighbour memorisation check (Patrini, 2017, "a heuristic check for
     overfitting: given a generated image, search in the training set the closest one").
 
     "Too similar" needs a yardstick: the distance from a *held-out* real image to the training
@@ -367,7 +369,8 @@ def gaussian_kde_log_density(x: torch.Tensor, train: torch.Tensor, bandwidth: fl
     """Log-density of a Gaussian kernel density estimate (Parzen window), in nats.
 
     ``log p(x) = logsumexp_i log N(x; x_i, h^2 I) - log n`` over the ``n`` training points
-    (Isachenko's lecture, seed 002: ``p_1(x) = 1/n sum_i N(x | x_i, eps I)``; the estimator of
+    (Isachenko, "Deep Generative Models", lecture 9, Ozon Masters, 2021:
+    ``p_1(x) = 1/n sum_i N(x | x_i, eps I)``; the estimator of
     ``sklearn.neighbors.KernelDensity(kernel="gaussian", bandwidth=h)``).
     A continuous density: do not compare it with the probabilities of a discrete model.
 
@@ -404,7 +407,7 @@ def bernoulli_kde_log_likelihood(x: torch.Tensor, train: torch.Tensor, flip: flo
     It is a probability mass function over ``{0,1}^D``, so its log-likelihood is in the same unit
     as the PixelCNN's and a Bernoulli VAE's (nats per image, or :func:`bits_per_dim`). A small
     ``flip`` gives samples that are near copies of training digits and a poor test likelihood
-    (seed 002's "great samples, poor likelihood" model).
+    (the "great samples, poor likelihood" model of Isachenko, 2021).
 
     Args:
         x: ``(B, ...)`` binary images (values in {0, 1}).

@@ -2,11 +2,13 @@
 
 A decoder (generator) ``f: R^d -> R^D`` with Jacobian ``J(z) = df/dz`` (``D x d``) pulls the
 Euclidean metric of image space back to the latent space: ``G(z) = J(z)^T J(z)`` (Arvanitidis,
-Hansen & Hauberg 2018, "Latent space oddity", seed 001; Ramirez, Gallego & Puerta, seed 003).
+Hansen & Hauberg, "Latent Space Oddity: on the Curvature of Deep Generative Models", 2018;
+Ramirez, Gallego & Puerta, "On the geometry of deep generative models", poster, Universidad
+EAFIT, undated).
 A latent step ``dz`` moves the image by ``||J dz|| = sqrt(dz^T G dz)``, so
 
 * the *magnification factor* ``sqrt(det G) = prod_i s_i(J)`` (singular values) says how much
-  image-space volume a unit of latent area carries (seed 003 plots ``det(J^T J)``);
+  image-space volume a unit of latent area carries (Ramirez et al.'s poster plots ``det(J^T J)``);
 * the *condition number* ``kappa(J) = s_max / s_min`` says how anisotropic that stretch is, and
   ``s_max = ||J||_2`` (:func:`local_lipschitz`) how far one latent unit can move the image;
 * a curve ``c: [0, 1] -> R^d`` has length ``L(c) = int ||d f(c(t))/dt|| dt`` and energy
@@ -76,7 +78,7 @@ def decoder_jacobian(decoder, z: torch.Tensor, chunk_size: int = 2048) -> torch.
 
     Forward-mode ``torch.func.jacfwd`` vectorised with ``torch.func.vmap``: ``d`` Jacobian-vector
     products per point, cheap when ``d << D`` (``jacrev`` for decoders using an operation without
-    forward-mode support) (Ramirez et al., seed 003: "J = d gamma / dz").
+    forward-mode support) (Ramirez, Gallego & Puerta, poster: "J = d gamma / dz").
 
     Args:
         decoder: differentiable function ``(B, d) -> (B, ...)``; its output is flattened to ``D``.
@@ -130,7 +132,7 @@ def magnification_factor(decoder, z: torch.Tensor) -> torch.Tensor:
     """Magnification factor ``sqrt(det J^T J)``: image-space volume per unit latent volume.
 
     Computed as the product of the singular values of ``J`` (stable, no determinant of a
-    possibly ill-conditioned ``G``). Ramirez et al. (seed 003) plot ``det(J^T J)``, the square.
+    possibly ill-conditioned ``G``). Ramirez et al. (poster) plot ``det(J^T J)``, the square.
 
     Args:
         decoder: differentiable ``(B, d) -> (B, D...)`` with ``D >= d``; z: ``(B, d)``.
@@ -152,7 +154,8 @@ def local_lipschitz(decoder, z: torch.Tensor) -> torch.Tensor:
 
     Its maximum over latent points is a lower estimate of the decoder's Lipschitz constant L in
     ``||g(z) - g(z')|| <= L ||z - z'||`` (the step from latent to image-space adversarial examples,
-    seed 000: Manoj 2018, after Fawzi, Fawzi & Fawzi 2018).
+    Manoj, "On the Latent Space of Deep Generative Models", honors thesis talk, 2018, after
+    Fawzi, Fawzi & Fawzi 2018).
 
     Args:
         decoder: differentiable ``(B, d) -> (B, D...)``; z: ``(B, d)``.
@@ -167,7 +170,7 @@ def local_lipschitz(decoder, z: torch.Tensor) -> torch.Tensor:
 
 
 def condition_number(decoder, z: torch.Tensor) -> torch.Tensor:
-    """Condition number ``kappa(J) = s_max / s_min`` of the decoder Jacobian (seed 003).
+    """Condition number ``kappa(J) = s_max / s_min`` of the decoder Jacobian (Ramirez et al., poster).
 
     Args:
         decoder: differentiable ``(B, d) -> (B, D...)`` with ``D >= d``; z: ``(B, d)``.

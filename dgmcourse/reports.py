@@ -1,6 +1,11 @@
 """Benchmark reports: run a notebook in a fresh process and measure it; write JSON reports.
 
 Used by the scripts in ``benchmarks/`` (quality figures and run times live there, not in tests).
+
+Where reports live (:func:`reports_dir`): the folder named by the environment variable
+``DGMCOURSE_REPORTS`` when it is set, else ``benchmarks/reports`` of the dgmcourse repository that holds
+the current working directory (found by walking up from it to a ``pyproject.toml`` whose project name is
+``dgmcourse``; :func:`repository_root`). Nothing depends on where the package itself is installed.
 """
 
 from __future__ import annotations
@@ -11,12 +16,67 @@ import platform
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORTS = ROOT / "benchmarks" / "reports"
+REPORTS_ENV = "DGMCOURSE_REPORTS"
+PROJECT_NAME = "dgmcourse"
+
+
+def repository_root(start: str | os.PathLike | None = None) -> Path:
+    """The dgmcourse repository holding ``start`` (default: the current working directory).
+
+    Walks up from ``start`` to the first folder with a ``pyproject.toml`` whose ``[project] name`` is
+    ``dgmcourse`` (other projects' ``pyproject.toml`` files on the way are skipped).
+
+    Raises:
+        ValueError: if no folder from ``start`` up to the file-system root is a dgmcourse repository.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            try:
+                name = tomllib.loads(candidate.read_text()).get("project", {}).get("name")
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue
+            if name == PROJECT_NAME:
+                return folder
+    raise ValueError(f"{here} is not inside a dgmcourse repository (no pyproject.toml with "
+                     f"name = {PROJECT_NAME!r} in it or above it)")
+
+
+def reports_dir() -> Path:
+    """The folder benchmark reports are read from and written to.
+
+    ``$DGMCOURSE_REPORTS`` when set (``~`` expanded; relative paths are relative to the working directory),
+    else ``<repository>/benchmarks/reports`` for the dgmcourse repository holding the working directory
+    (:func:`repository_root`). The folder need not exist yet: :func:`write_report` creates it.
+
+    Raises:
+        ValueError: if ``DGMCOURSE_REPORTS`` is unset (or empty) and the working directory is not inside
+            a dgmcourse repository.
+    """
+    named = os.environ.get(REPORTS_ENV, "").strip()
+    if named:
+        return Path(named).expanduser()
+    try:
+        return repository_root() / "benchmarks" / "reports"
+    except ValueError as error:
+        raise ValueError(f"no reports folder: set {REPORTS_ENV} to one, or run from inside the dgmcourse "
+                         f"repository ({error})") from None
+
+
+def __getattr__(name: str):
+    # ROOT and REPORTS used to be constants derived from this file's install path; they are now looked up
+    # on each access (the repository holding the working directory, and reports_dir()).
+    if name == "ROOT":
+        return repository_root()
+    if name == "REPORTS":
+        return reports_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _RUNNER = r"""
 import json, resource, sys, time
@@ -60,7 +120,12 @@ def run_notebook(path: str | os.PathLike, smoke: bool = False, workdir: str | os
     if result.returncode != 0:
         raise RuntimeError(f"{path} failed:\n{result.stderr[-4000:]}")
     measured = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"notebook": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "smoke": smoke, **measured}
+    try:
+        root = repository_root(path.parent)
+        shown = path.resolve().relative_to(root)
+    except ValueError:  # not inside a dgmcourse repository
+        shown = path
+    return {"notebook": str(shown), "smoke": smoke, **measured}
 
 
 def machine() -> dict:
@@ -73,28 +138,31 @@ def machine() -> dict:
 def _report_path(name: str) -> Path:
     if not name or os.sep in name or "/" in name:
         raise ValueError(f"name must be a plain file stem, got {name!r}")
-    return REPORTS / f"{name}.json"
+    return reports_dir() / f"{name}.json"
 
 
 def read_report(name: str) -> dict:
-    """The contents of ``benchmarks/reports/<name>.json``, or ``{}`` when it does not exist yet
-    (benchmarks that measure in parts merge their new results into it).
+    """The contents of ``<name>.json`` in :func:`reports_dir` (``benchmarks/reports/`` by default), or ``{}``
+    when it does not exist yet (benchmarks that measure in parts merge their new results into it).
 
     Raises:
-        ValueError: if ``name`` is empty or contains a path separator.
+        ValueError: if ``name`` is empty or contains a path separator, or as :func:`reports_dir`.
     """
     path = _report_path(name)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_report(name: str, data: dict) -> Path:
-    """Write ``benchmarks/reports/<name>.json`` (with a timestamp and :func:`machine`) and return its path.
+    """Write ``<name>.json`` in :func:`reports_dir` (``benchmarks/reports/`` by default) and return its path.
+
+    The file holds ``{"name", "measured_at", "machine": machine(), **data}``: keys of ``data`` with the same
+    names replace the first three.
 
     Raises:
-        ValueError: if ``name`` is empty or contains a path separator.
+        ValueError: if ``name`` is empty or contains a path separator, or as :func:`reports_dir`.
     """
     path = _report_path(name)
-    REPORTS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     report = {"name": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": machine(), **data}
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,5 +1,7 @@
 """Semi-supervised learning with a VAE: the M2 model of Kingma, Rezende, Mohamed & Welling 2014,
-"Semi-supervised learning with deep generative models" (Patrini's lecture, seed 004).
+"Semi-supervised learning with deep generative models" (as presented in Patrini, "Unsupervised
+learning, representation and generative models", Deep Learning lecture, University of
+Amsterdam, 2017).
 
 Generative model (Kingma et al. 2014, Eq. 2):
     p(y) = Cat(y | pi) (uniform),  p(z) = N(0, I),  p_theta(x | y, z) = Bernoulli(x | f_theta(y, z)).

@@ -1,6 +1,9 @@
 """Variational auto-encoders: reparameterisation, the ELBO, the IWAE bound, models and training.
 
-Notation follows the course (seeds 001 and 004): encoder q_phi(z|x) = N(mu, diag(exp(logvar))),
+Notation follows the course (Grisi & Darcet's 2020 talk on Arvanitidis, Hansen & Hauberg,
+"Latent Space Oddity: on the Curvature of Deep Generative Models", 2018; Patrini,
+"Unsupervised learning, representation and generative models", Deep Learning lecture,
+University of Amsterdam, 2017): encoder q_phi(z|x) = N(mu, diag(exp(logvar))),
 prior p(z) = N(0, I), decoder p_theta(x|z). All log-densities are in nats, per sample (summed
 over data and latent dimensions, not averaged).
 

@@ -10,4 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 matplotlib.use("Agg")
 os.environ.setdefault("DGMCOURSE_DATA", str(ROOT / ".test-data"))
+# benchmark reports (read by test_assessment) are this checkout's, whatever the working directory
+os.environ.setdefault("DGMCOURSE_REPORTS", str(ROOT / "benchmarks" / "reports"))
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,6 +1,7 @@
 """Divergences, earth mover's distance and two-sample tests against closed forms and references
 (scipy, POT, torch.distributions)."""
 
+import itertools
 import math
 
 import numpy as np
@@ -231,15 +232,78 @@ def test_mmd2_unbiased_matches_sklearn_kernel():
     assert dv.mmd2_unbiased(x, y, bandwidth=h) == pytest.approx(expected, rel=1e-10)
 
 
-def test_mmd_permutation_test_detects_shift_and_keeps_null():
+# a tiny sample: 3 + 3 points give 15 pairwise distances, so the median is a single one
+TINY_X = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+TINY_Y = np.array([[3.0, 1.0], [4.0, 3.0], [2.5, 4.0]])
+
+
+def _brute_force_mmd2(x, y, h):
+    """MMD²_u of Gretton et al. (2012), Eq. 3, by explicit double sums with a Gaussian kernel."""
+    k = lambda a, b: math.exp(-float(((a - b) ** 2).sum()) / (2 * h ** 2))  # noqa: E731
+    n, m = len(x), len(y)
+    return (sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+            + sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+            - 2 * sum(k(a, b) for a in x for b in y) / (n * m))
+
+
+def test_mmd_permutation_statistic_is_brute_force_mmd2_with_median_bandwidth():
+    pooled = np.concatenate([TINY_X, TINY_Y])
+    h = float(np.median(cdist(pooled, pooled)[np.triu_indices(6, 1)]))
+    result = dv.mmd_permutation_test(TINY_X, TINY_Y, permutations=10)
+    assert result.statistic == pytest.approx(_brute_force_mmd2(TINY_X, TINY_Y, h), rel=1e-12)
+    assert dv.mmd_permutation_test(TINY_X, TINY_Y, bandwidth=0.7, permutations=10).statistic == \
+        pytest.approx(_brute_force_mmd2(TINY_X, TINY_Y, 0.7), rel=1e-12)
+    statistic, p_value = result                      # the NamedTuple unpacks as a pair
+    assert (statistic, p_value) == (result.statistic, result.p_value)
+
+
+def test_mmd_permutation_p_value_approaches_the_exact_permutation_p_value():
+    # all C(6, 3) = 20 relabellings: the observed split and its mirror image give the largest MMD²
+    pooled = np.concatenate([TINY_X, TINY_Y])
+    h = float(np.median(cdist(pooled, pooled)[np.triu_indices(6, 1)]))
+    observed = _brute_force_mmd2(TINY_X, TINY_Y, h)
+    splits = [list(c) for c in itertools.combinations(range(6), 3)]
+    null = [_brute_force_mmd2(pooled[c], np.delete(pooled, c, axis=0), h) for c in splits]
+    exact = np.mean(np.array(null) >= observed - 1e-12)
+    assert exact == pytest.approx(2 / 20)
+    p_value = dv.mmd_permutation_test(TINY_X, TINY_Y, permutations=2000, seed=1).p_value
+    assert abs(p_value - exact) < 0.04              # Monte Carlo sd ~ 0.007
+    assert p_value == dv.mmd_permutation_test(TINY_X, TINY_Y, permutations=2000, seed=1).p_value
+
+
+def test_mmd_permutation_test_detects_shift():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(150, 2, generator=gen), torch.randn(150, 2, generator=gen)
     shifted = dv.mmd_permutation_test(x, y + 1.0, permutations=99)
     assert shifted.statistic > 0.1 and shifted.p_value == pytest.approx(0.01)  # 1 / (1 + 99)
-    null = dv.mmd_permutation_test(x, y, permutations=99)
-    assert null.p_value > 0.05
-    with pytest.raises(ValueError, match="permutations"):
-        dv.mmd_permutation_test(x, y, permutations=0)
+
+
+def test_mmd_permutation_p_values_are_roughly_uniform_under_the_null():
+    gen = torch.Generator().manual_seed(0)
+    p_values = np.array([dv.mmd_permutation_test(torch.randn(20, 2, generator=gen), torch.randn(20, 2, generator=gen),
+                                                 permutations=99, seed=s).p_value for s in range(40)])
+    assert 0.3 < p_values.mean() < 0.7                # uniform: 0.5, sd of the mean ~ 0.05
+    assert (p_values <= 0.05).mean() <= 0.2            # level 5%: expected 2 of 40 rejections
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(x=np.zeros(5), y=np.zeros((5, 1))), "x"),
+    (dict(x=np.zeros((5, 2)), y=np.zeros((5, 3))), "dimension"),
+    (dict(x=np.zeros((1, 2)), y=np.ones((5, 2))), "at least 2"),
+    (dict(x=TINY_X, y=TINY_Y, permutations=0), "permutations"),
+    (dict(x=TINY_X, y=TINY_Y, permutations=2.5), "permutations"),
+    (dict(x=TINY_X, y=TINY_Y, seed=-1), "seed"),
+    (dict(x=TINY_X, y=TINY_Y, bandwidth=-1.0), "bandwidth"),
+    (dict(x=np.zeros((4, 2)), y=np.zeros((4, 2))), "bandwidth"),  # median distance 0
+])
+def test_mmd_permutation_test_rejects_bad_input(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        dv.mmd_permutation_test(**kwargs)
+
+
+def test_mmd_permutation_test_options_are_keyword_only():
+    with pytest.raises(TypeError):   # a positional 200 must not be read as the bandwidth
+        dv.mmd_permutation_test(TINY_X, TINY_Y, 200)
 
 
 def test_classifier_two_sample_test():
