@@ -47,6 +47,7 @@ BATCH_SIZE, LR = 512, 2e-3
 THREADS = 2
 DATA = {"ring": (gan.ring_of_gaussians, gan.ring_means(), gan.RING_SIGMA, dict(hidden=128, steps=3000)),
         "grid": (gan.grid_of_gaussians, gan.grid_means(), gan.GRID_SIGMA, dict(hidden=128, steps=6000))}
+# recipe: fields of gan.ToyGANConfig added to the settings above
 RECIPES = {"GAN": dict(lr_decay=False), "GAN + lr decay": dict(lr_decay=True),
            "GAN + R1 + lr decay": dict(lr_decay=True, r1_weight=0.03),
            "PacGAN2 + lr decay": dict(lr_decay=True, pack_m=2)}
@@ -67,8 +68,8 @@ def one_run(data: str, recipe: str, seed: int) -> dict:
     G = gan.ToyGenerator(hidden=arch["hidden"], n_layers=3, batch_norm=False)
     D = gan.ToyDiscriminator(hidden=arch["hidden"], n_layers=3, pack=options.get("pack_m", 1))
     cpu, wall = time.process_time(), time.perf_counter()
-    gan.train_toy_gan(G, D, sample, arch["steps"], batch_size=BATCH_SIZE, lr_g=LR, lr_d=LR,
-                      device=torch.device("cpu"), seed=seed, progress=False, **options)
+    config = gan.ToyGANConfig(steps=arch["steps"], batch_size=BATCH_SIZE, lr_g=LR, lr_d=LR, **options)
+    gan.train_toy_gan(G, D, sample, config, device=torch.device("cpu"), seed=seed, progress=False)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     x = gan.sample_toy(G, N_EVAL, generator_rng=torch.Generator().manual_seed(seed))
     modes, hq = gan.mode_coverage(x, means, sigma)

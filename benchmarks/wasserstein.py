@@ -77,9 +77,10 @@ def wgan_gp_training_error(steps=800, seed=0):
     D = gan.ToyDiscriminator(hidden=64, n_layers=2)
     with torch.no_grad():
         G.net[-1].bias += torch.tensor([2.0, 0.0])
-    hist = gan.train_toy_gan(G, D, lambda n, g: dv.sample_parallel_lines(0.0, n, generator=g), steps=steps,
-                             loss="wgan-gp", k=5, batch_size=128, lr_g=1e-3, lr_d=1e-3, betas=(0.5, 0.9),
-                             gp_weight=1.0, n_snapshot=2000, device=torch.device("cpu"), seed=seed, progress=False)
+    config = gan.ToyGANConfig(steps=steps, loss="wgan-gp", k=5, batch_size=128, lr_g=1e-3, lr_d=1e-3,
+                              betas=(0.5, 0.9), gp_weight=1.0)
+    hist = gan.train_toy_gan(G, D, lambda n, g: dv.sample_parallel_lines(0.0, n, generator=g), config,
+                             n_snapshot=2000, device=torch.device("cpu"), seed=seed, progress=False)
     reference = dv.sample_parallel_lines(0.0, 2000, generator=torch.Generator().manual_seed(123))
     true_w = dv.point_cloud_wasserstein(hist["snapshots"][-1][1], reference)[0]
     estimate = float(np.mean(hist["wasserstein"][-50:]))

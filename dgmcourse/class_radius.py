@@ -1,6 +1,7 @@
 """Latent-space density: classes, class radius and Manoj's bound in terms of the collision probability.
 
-Notation of Manoj 2018 (seed 000). A generator ``g: R^d -> images`` and a classifier
+Notation of Manoj, "On the Latent Space of Deep Generative Models" (honors thesis talk, 2018).
+A generator ``g: R^d -> images`` and a classifier
 ``c: images -> [K]`` split the latent space into classes ``K_i = {z : c(g(z)) = i}``; with
 ``z ~ N(0, I)`` the class probabilities are ``p_i = P(z in K_i)``. The class radius of ``z`` is
 the distance to the nearest latent point of another class,
@@ -17,7 +18,7 @@ two half-space classes); each term is ``<= p_i g(p_i)`` for ``p_i <= 1/5`` with 
 ``||p||^2`` is the collision probability (two draws fall in the same class), ``-log ||p||^2`` the
 collision entropy (Rényi order 2, :func:`dgmcourse.evaluation.collision_entropy`).
 
-The experiment of the seed: the regulariser ``omega(l1, l2) = ||f(l1) - f(l2)||^2 / ||l1 - l2||^2``
+The experiment of Manoj (2018): the regulariser ``omega(l1, l2) = ||f(l1) - f(l2)||^2 / ||l1 - l2||^2``
 on an encoder ``f`` (:func:`omega_regulariser`), weight clipping (:func:`clip_weights`) and the
 training loop :func:`train_omega_vae`. Distances are latent Euclidean units.
 """
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .device import get_device, seed_everything
 from .evaluation import collision_entropy, renyi_entropy
+from .gan import clip_weights
 from .vae import elbo
 
 __all__ = [
@@ -64,7 +66,7 @@ def collision_probability(p) -> torch.Tensor:
 def class_radius_bound(p, strict: bool = False) -> float:
     """Manoj's bound ``g(||p||^2) = log(4 pi log(1/||p||^2)) / sqrt(2 log(1/||p||^2))`` on ``E[r(z)]``.
 
-    Seed 000, "Class Radius to Diversity" theorem, for ``z ~ N(0, I_d)`` (any ``d``) and classes
+    Manoj (2018), "Class Radius to Diversity" theorem, for ``z ~ N(0, I_d)`` (any ``d``) and classes
     that partition the latent space. The probability-decay assumption ``||p||_inf <= 1/5`` is
     checked: when it fails the formula is not a bound (it can be far too small or negative; e.g. two
     half-spaces at offset 1.5 have ``E[r] = 1.559`` but ``g = 0.998``).
@@ -100,7 +102,7 @@ def class_radius_bound(p, strict: bool = False) -> float:
 def isoperimetric_bound(p) -> float:
     """Gaussian-isoperimetry bound ``E[r(z)] <= sum_i p_i Phi^{-1}(p_i) + phi(Phi^{-1}(p_i))``.
 
-    The first step of the proof (Fawzi, Fawzi & Fawzi 2018, as rewritten in seed 000): among sets of
+    The first step of the proof (Fawzi, Fawzi & Fawzi 2018, as rewritten by Manoj, 2018): among sets of
     Gaussian mass ``p_i`` a half-space is farthest (on average) from its complement. Needs only the
     partition assumption; equality for two classes split by a hyperplane. Classes with ``p_i = 0``
     contribute 0 (the limit).
@@ -194,7 +196,7 @@ def _margin_direction(generator, classifier, z: torch.Tensor) -> tuple[torch.Ten
 
 def class_radius(generator, classifier, z: torch.Tensor, n_directions: int = 4, max_radius: float = 6.0,
                  n_steps: int = 12, n_bisect: int = 8, batch_size: int = 4096, seed: int = 0) -> torch.Tensor:
-    """Upper-bound estimate of the class radius ``r(z)`` (seed 000) by ray search.
+    """Upper-bound estimate of the class radius ``r(z)`` (Manoj, 2018) by ray search.
 
     Search, per point ``z`` with class ``i = argmax c(g(z))``: rays ``z + t u`` along
     ``1 + n_directions`` unit directions ``u`` -- the gradient of the margin
@@ -296,8 +298,8 @@ def expected_class_radius(generator, classifier, z: torch.Tensor, confidence: fl
 def omega_regulariser(images: torch.Tensor, codes: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``sum_{i=1}^{b/2} omega(l_i, l_{i+b/2})`` with ``omega(l1, l2) = ||f(l1) - f(l2)||^2 / ||l1 - l2||^2``.
 
-    Seed 000, "VAE Modification": the encoder ``f`` is penalised for putting images far apart in the
-    latent space relative to their distance in image space ("penalize distant encodings"); the seed
+    Manoj (2018), "VAE Modification": the encoder ``f`` is penalised for putting images far apart in the
+    latent space relative to their distance in image space ("penalize distant encodings"); Manoj
     trains with ``lambda = 30`` times this sum.
 
     Args:
@@ -323,28 +325,15 @@ def omega_regulariser(images: torch.Tensor, codes: torch.Tensor, eps: float = 1e
     return (num / den).sum()
 
 
-@torch.no_grad()
-def clip_weights(module: torch.nn.Module, clip: float = 0.3) -> None:
-    """Clamp every parameter of ``module`` to ``[-clip, clip]`` in place (seed 000: ``[-0.3, 0.3]``,
-    applied after each optimiser step to enforce a Lipschitz constant, as in WGAN).
-
-    Raises:
-        ValueError: if ``clip`` <= 0.
-    """
-    if not clip > 0:
-        raise ValueError(f"clip must be > 0, got {clip}")
-    for param in module.parameters():
-        param.clamp_(-clip, clip)
-
-
 def train_omega_vae(model, x_train: torch.Tensor, lam: float = 30.0, clip: float | None = 0.3,
                     epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                     device: torch.device | None = None, progress: bool = True) -> dict[str, list[float]]:
     """Train a :class:`dgmcourse.vae.VAE` on ``-sum_batch ELBO + lam * omega_regulariser(x, mu)`` with
-    Adam, clipping all weights to ``[-clip, clip]`` after every step (seed 000's experiment).
+    Adam, clipping all weights to ``[-clip, clip]`` after every step (the experiment of Manoj, 2018).
 
-    The ELBO is summed over the batch as in the PyTorch examples VAE the seed started from; ``omega``
-    uses the encoder means ``mu``. ``lam=0, clip=None`` is the vanilla VAE with the same loop.
+    The ELBO is summed over the batch as in the PyTorch examples VAE Manoj's experiment started
+    from; ``omega`` uses the encoder means ``mu``. ``lam=0, clip=None`` is the vanilla VAE with the
+    same loop.
 
     Args:
         model: a VAE with ``forward(x) -> (x_logits, mu, logvar, z)`` and ``likelihood``.

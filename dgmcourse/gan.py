@@ -17,14 +17,16 @@ Contents
   :func:`gan_value` (JSD and KL on grids live in :mod:`dgmcourse.divergences`).
 * Toy data (PacGAN's conventions, Lin et al. 2018 §5): :func:`ring_of_gaussians`,
   :func:`grid_of_gaussians`, :func:`mode_coverage`, :func:`mode_reverse_kl`.
-* Models and loops: :class:`ToyGenerator`, :class:`ToyDiscriminator`, :func:`train_toy_gan`,
-  :class:`DCGANGenerator`, :class:`DCGANDiscriminator`, :func:`train_dcgan`.
+* Models and loops: :class:`ToyGenerator`, :class:`ToyDiscriminator`, :class:`ToyGANConfig`,
+  :func:`d_step`, :func:`g_step`, :func:`train_toy_gan`, :class:`DCGANGenerator`,
+  :class:`DCGANDiscriminator`, :func:`train_dcgan`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -45,6 +47,7 @@ GRID_SIGMA = 0.05
 DENSITY_TOL = 1e-3
 _GENERATOR_KINDS = ("minimax", "non_saturating")
 _TOY_LOSSES = ("minimax", "non_saturating", "wgan", "wgan-gp")
+_TOY_OPTIMIZERS = ("adam", "rmsprop")
 
 
 # ----------------------------------------------------------------------------- losses
@@ -222,10 +225,20 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def clip_weights(module: nn.Module, c: float) -> None:
-    """Clamp every parameter of ``module`` into :math:`[-c, c]` in place (Arjovsky et al. 2017, Algorithm 1).
+    """Clamp every parameter of ``module`` into :math:`[-c, c]` in place, after an optimiser step.
+
+    Weight clipping keeps a network K-Lipschitz for some K that depends on c: Arjovsky et al. 2017,
+    Algorithm 1, clip the WGAN critic to c = 0.01 after each critic update; Manoj, "On the Latent
+    Space of Deep Generative Models" (2018), clips a VAE to c = 0.3
+    (:func:`dgmcourse.class_radius.train_omega_vae`). Buffers (e.g. batch-norm running statistics)
+    are not parameters and are left alone.
+
+    Args:
+        module: any module; every tensor of ``module.parameters()`` is changed in place.
+        c: the bound, > 0 (in the parameters' units).
 
     Raises:
-        ValueError: ``c`` not positive.
+        ValueError: ``c`` not positive (or NaN).
     """
     if not c > 0:
         raise ValueError(f"c must be positive, got {c!r}")
@@ -426,11 +439,20 @@ def grid_of_gaussians(n: int, generator: torch.Generator | None = None) -> torch
     return sample_mixture(n, grid_means(), GRID_SIGMA, generator)
 
 
-def _nearest_mode(samples: torch.Tensor, means: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    if not torch.is_tensor(samples) or samples.dim() != 2 or len(samples) == 0:
-        raise ValueError(f"samples must be a non-empty (n, d) tensor, got {getattr(samples, 'shape', samples)}")
-    if not torch.is_tensor(means) or means.dim() != 2 or means.shape[1] != samples.shape[1]:
-        raise ValueError(f"means must be (K, {samples.shape[1]}), got {getattr(means, 'shape', means)}")
+def _points(name: str, x, shape: str, d: int | None = None) -> torch.Tensor:
+    """``x`` as a tensor (sharing memory where it can) of shape ``(m, d)``, m >= 1; ``shape`` is for errors."""
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be a {shape} tensor or array of numbers, got {type(x).__name__}") from exc
+    if t.dim() != 2 or len(t) == 0 or (d is not None and t.shape[1] != d):
+        raise ValueError(f"{name} must be a non-empty {shape} tensor or array, got shape {tuple(t.shape)}")
+    return t
+
+
+def _nearest_mode(samples, means, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    samples = _points("samples", samples, "(n, d)")
+    means = _points("means", means, f"(K, {samples.shape[1]})", samples.shape[1])
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
     dist = torch.cdist(samples.detach().double().cpu(), means.double().cpu())
@@ -438,28 +460,32 @@ def _nearest_mode(samples: torch.Tensor, means: torch.Tensor, sigma: float) -> t
     return k, d <= 3 * sigma
 
 
-def mode_coverage(samples: torch.Tensor, means: torch.Tensor, sigma: float) -> tuple[int, float]:
+def mode_coverage(samples, means, sigma: float) -> tuple[int, float]:
     """Modes covered and fraction of high-quality samples (Srivastava et al. 2017, VEEGAN §5.1).
 
     A sample is *high quality* when it lies within 3σ of its nearest mode; a mode is
-    *covered* when at least one high-quality sample is nearest to it.
+    *covered* when at least one high-quality sample is nearest to it. Distances are computed in
+    float64 on the CPU, so a NumPy array gives the same result as the tensor it came from.
 
     Args:
-        samples: ``(n, d)`` generated samples.
-        means: ``(K, d)`` mode centres (e.g. :func:`ring_means`, :func:`grid_means`).
-        sigma: the modes' standard deviation (> 0).
+        samples: ``(n, d)`` generated samples, n >= 1: a tensor (any device; gradients ignored),
+            a NumPy array or nested lists.
+        means: ``(K, d)`` mode centres, K >= 1 (e.g. :func:`ring_means`, :func:`grid_means`),
+            same kinds as ``samples``.
+        sigma: the modes' standard deviation (> 0), in the samples' units.
 
     Returns:
         ``(modes_covered, high_quality_fraction)``: int in 0..K and float in [0, 1].
 
     Raises:
-        ValueError: bad shapes or ``sigma`` <= 0.
+        ValueError: ``samples`` or ``means`` not numeric, not 2-D, empty or with different ``d``;
+            ``sigma`` <= 0.
     """
     k, good = _nearest_mode(samples, means, sigma)
     return int(torch.unique(k[good]).numel()), float(good.double().mean())
 
 
-def mode_reverse_kl(samples: torch.Tensor, means: torch.Tensor, sigma: float) -> float:
+def mode_reverse_kl(samples, means, sigma: float) -> float:
     """Reverse KL between the histogram of modes hit and the uniform mode distribution (PacGAN, Lin et al. 2018, Table 1).
 
     Each high-quality sample (within 3σ of its nearest mode, as in :func:`mode_coverage`)
@@ -467,11 +493,14 @@ def mode_reverse_kl(samples: torch.Tensor, means: torch.Tensor, sigma: float) ->
     k, the result is :math:`\\sum_k \\hat p_k \\log(K \\hat p_k)`: 0 when every mode gets
     the same share, :math:`\\log K` when all samples sit on one mode.
 
+    Args:
+        samples, means, sigma: as in :func:`mode_coverage` (tensors, NumPy arrays or nested lists).
+
     Returns:
         float, nats; ``inf`` when there is no high-quality sample.
 
     Raises:
-        ValueError: bad shapes or ``sigma`` <= 0.
+        ValueError: as :func:`mode_coverage`.
     """
     k, good = _nearest_mode(samples, means, sigma)
     if not good.any():
@@ -533,148 +562,320 @@ class ToyDiscriminator(nn.Module):
 def _optimizer(name: str, params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {name!r}")
+    return torch.optim.RMSprop(params, lr=lr)
+
+
+@dataclass(frozen=True)
+class ToyGANConfig:
+    """Training recipe of :func:`train_toy_gan`, :func:`d_step` and :func:`g_step`.
+
+    Attributes:
+        steps: generator updates (integer >= 1).
+        loss: ``"minimax"`` or ``"non_saturating"`` (Goodfellow et al. 2014, eq. 1 and §3);
+            ``"wgan"``, weights clipped to ``±clip_value`` (Arjovsky et al. 2017, Algorithm 1:
+            RMSprop, lr 5e-5, k = 5, c = 0.01); ``"wgan-gp"``, ``gp_weight`` × gradient penalty
+            (Gulrajani et al. 2017, Algorithm 1: Adam lr 1e-4, betas (0, 0.9), k = 5, λ = 10).
+        k: discriminator (critic) updates per generator update (Goodfellow's k, the WGANs'
+            n_critic; integer >= 1).
+        batch_size: data and noise samples per update (integer >= 1, divisible by ``pack_m``).
+        lr_g, lr_d: learning rates of the generator and the discriminator (> 0).
+        betas: Adam's (β1, β2), each in [0, 1); RMSprop ignores them.
+        optimizer: ``"adam"`` or ``"rmsprop"``.
+        gp_weight: λ >= 0 of the gradient penalty (``"wgan-gp"`` only).
+        clip_value: c > 0 of the weight clipping (``"wgan"`` only).
+        label_smoothing: one-sided α in [0, 1) (Salimans et al. 2016, §3.4; not used by the WGAN losses).
+        feature_matching: the generator minimises :func:`feature_matching_loss` on
+            ``discriminator.features`` (Salimans et al. 2016, §3.1); not with the WGAN losses.
+        historical_weight: weight >= 0 of both players' :class:`HistoricalAverage` penalty
+            (Salimans et al. 2016, §3.3); 0 switches it off.
+        r1_weight: γ >= 0: γ/2 × :func:`r1_penalty` on the real batch is added to the discriminator
+            loss (Mescheder et al. 2018, eq. 9); 0 switches it off.
+        pack_m: PacGAN packing degree (Lin et al. 2018, §3; integer >= 1): the discriminator sees
+            ``pack_m`` concatenated samples, so its input size must be ``pack_m * d``.
+        lr_decay: decay both learning rates linearly to 0 over the ``steps``.
+
+    Raises:
+        ValueError: on construction, naming the first field outside the ranges above, or
+            ``feature_matching`` with a WGAN loss.
+    """
+
+    steps: int
+    loss: str = "non_saturating"
+    k: int = 1
+    batch_size: int = 256
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    optimizer: str = "adam"
+    gp_weight: float = 10.0
+    clip_value: float = 0.01
+    label_smoothing: float = 0.0
+    feature_matching: bool = False
+    historical_weight: float = 0.0
+    r1_weight: float = 0.0
+    pack_m: int = 1
+    lr_decay: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in _TOY_LOSSES:
+            raise ValueError(f"loss must be one of {_TOY_LOSSES}, got {self.loss!r}")
+        if self.optimizer not in _TOY_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_TOY_OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("steps", "k", "batch_size", "pack_m"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.batch_size % self.pack_m:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by pack_m ({self.pack_m})")
+        for name in ("lr_g", "lr_d", "clip_value"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("gp_weight", "historical_weight", "r1_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
+        if self.feature_matching and self.wgan:
+            raise ValueError(f"feature_matching needs loss 'minimax' or 'non_saturating', got {self.loss!r}")
+
+    @property
+    def wgan(self) -> bool:
+        """Whether the loss is a Wasserstein one (``"wgan"`` or ``"wgan-gp"``)."""
+        return self.loss.startswith("wgan")
+
+
+def _check_step(config: ToyGANConfig, average: HistoricalAverage | None) -> None:
+    if not isinstance(config, ToyGANConfig):
+        raise ValueError(f"config must be a ToyGANConfig, got {type(config).__name__}")
+    if (average is not None) != (config.historical_weight > 0):
+        raise ValueError("average must be a HistoricalAverage exactly when config.historical_weight > 0, "
+                         f"got average={type(average).__name__} and historical_weight={config.historical_weight}")
+
+
+def _check_features(discriminator: nn.Module, config: ToyGANConfig) -> None:
+    if config.feature_matching and not hasattr(discriminator, "features"):
+        raise ValueError("config.feature_matching needs a discriminator with a features method")
+
+
+def d_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
+           real: torch.Tensor, z: torch.Tensor, config: ToyGANConfig,
+           average: HistoricalAverage | None = None) -> tuple[float, float | None]:
+    """One discriminator (critic) update: the inner loop of Goodfellow et al. 2014, Algorithm 1.
+
+    Generates ``G(z)`` without gradients (a batch norm in training mode still updates its running
+    statistics), packs real and generated samples by ``config.pack_m`` and minimises, with one
+    ``optimizer`` step:
+
+    * ``"minimax"`` / ``"non_saturating"``: :func:`discriminator_loss` with
+      ``config.label_smoothing`` (Goodfellow et al. 2014, eq. 1; Salimans et al. 2016, §3.4);
+    * ``"wgan"``: :func:`wasserstein_critic_loss`, then every parameter is clipped to
+      ``±config.clip_value`` (Arjovsky et al. 2017, Algorithm 1);
+    * ``"wgan-gp"``: :func:`wasserstein_critic_loss` + ``config.gp_weight`` ×
+      :func:`gradient_penalty` (Gulrajani et al. 2017, Algorithm 1), whose interpolation weights
+      come from torch's global random stream;
+
+    plus γ/2 × :func:`r1_penalty` on ``real`` when ``config.r1_weight`` = γ > 0 (Mescheder et al.
+    2018, eq. 9) and ``config.historical_weight`` × ``average.penalty()`` (Salimans et al. 2016,
+    §3.3; ``average.update()`` follows the step and the clipping).
+
+    Args:
+        generator: maps noise ``(B, z_dim)`` to samples ``(B, d)``.
+        discriminator: maps ``(B / pack_m, pack_m * d)`` to logits/scores ``(B / pack_m,)`` or
+            ``(B / pack_m, 1)``; its parameters are the ones ``optimizer`` updates.
+        optimizer: the discriminator's optimiser.
+        real: data ``(B, d)`` on the networks' device, ``B`` divisible by ``config.pack_m``.
+        z: noise ``(B, z_dim)`` on the networks' device.
+        config: the training recipe.
+        average: the discriminator's :class:`HistoricalAverage`, given exactly when
+            ``config.historical_weight`` > 0.
+
+    Returns:
+        ``(loss, wasserstein)``: the loss minimised, penalties included, as a float (nats for the
+        minimax and non-saturating losses, data distance units for the WGAN losses); for the WGAN
+        losses the critic's estimate :math:`\\mathbb{E} f(x) - \\mathbb{E} f(G(z))` on this batch
+        before the update, penalties excluded, else ``None``.
+
+    Raises:
+        ValueError: ``config`` not a :class:`ToyGANConfig`; ``average`` given or missing against
+            ``config.historical_weight``; ``B`` not divisible by ``config.pack_m``; logits of
+            mismatched shapes.
+    """
+    _check_step(config, average)
+    real = real.detach().requires_grad_(config.r1_weight > 0)
+    with torch.no_grad():
+        fake = generator(z)
+    real_in, fake_in = pack(real, config.pack_m), pack(fake, config.pack_m)
+    r, f = discriminator(real_in), discriminator(fake_in)
+    wasserstein = None
+    if config.wgan:
+        loss = wasserstein_critic_loss(r, f)
+        wasserstein = -loss.item()
+        if config.loss == "wgan-gp":
+            loss = loss + config.gp_weight * gradient_penalty(discriminator, real_in, fake_in)
+    else:
+        loss = discriminator_loss(r, f, config.label_smoothing)
+    if config.r1_weight > 0:
+        loss = loss + config.r1_weight / 2 * r1_penalty(r, real)
+    if average is not None:
+        loss = loss + config.historical_weight * average.penalty()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if config.loss == "wgan":
+        clip_weights(discriminator, config.clip_value)
+    if average is not None:
+        average.update()
+    return loss.item(), wasserstein
+
+
+def g_step(generator: nn.Module, discriminator: nn.Module, optimizer: torch.optim.Optimizer,
+           z: torch.Tensor, config: ToyGANConfig, real: torch.Tensor | None = None,
+           average: HistoricalAverage | None = None) -> float:
+    """One generator update: the outer step of Goodfellow et al. 2014, Algorithm 1.
+
+    Minimises, with one ``optimizer`` step, on ``G(z)`` packed by ``config.pack_m``:
+    :func:`generator_loss` of kind ``config.loss`` (Goodfellow et al. 2014, eq. 1 and §3),
+    :func:`wasserstein_generator_loss` for the WGAN losses (Arjovsky et al. 2017, Algorithm 1) or,
+    with ``config.feature_matching``, :func:`feature_matching_loss` between
+    ``discriminator.features`` of ``real`` and of ``G(z)`` (Salimans et al. 2016, §3.1); plus
+    ``config.historical_weight`` × ``average.penalty()`` (Salimans et al. 2016, §3.3;
+    ``average.update()`` follows the step). Gradients also reach the discriminator's parameters;
+    :func:`d_step` clears them before its own step.
+
+    Args:
+        generator: maps noise ``(B, z_dim)`` to samples ``(B, d)``; its parameters are the ones
+            ``optimizer`` updates.
+        discriminator: as in :func:`d_step`.
+        optimizer: the generator's optimiser.
+        z: noise ``(B, z_dim)`` on the networks' device, ``B`` divisible by ``config.pack_m``.
+        config: the training recipe.
+        real: data ``(B', d)`` on the networks' device, given exactly when
+            ``config.feature_matching`` is set.
+        average: the generator's :class:`HistoricalAverage`, given exactly when
+            ``config.historical_weight`` > 0.
+
+    Returns:
+        the loss minimised, penalty included, as a float (nats, except the WGAN generator loss and
+        feature matching, which are in score and squared feature units).
+
+    Raises:
+        ValueError: ``config`` not a :class:`ToyGANConfig`; ``average`` or ``real`` given or missing
+            against ``config``; a discriminator without ``features`` for feature matching; ``B``
+            not divisible by ``config.pack_m``.
+    """
+    _check_step(config, average)
+    _check_features(discriminator, config)
+    if (real is not None) != config.feature_matching:
+        raise ValueError("real must be given exactly when config.feature_matching is set, "
+                         f"got real={type(real).__name__} and feature_matching={config.feature_matching}")
+    fake = pack(generator(z), config.pack_m)
+    if config.feature_matching:
+        loss = feature_matching_loss(discriminator.features(pack(real, config.pack_m)).detach(),
+                                     discriminator.features(fake))
+    elif config.wgan:
+        loss = wasserstein_generator_loss(discriminator(fake))
+    else:
+        loss = generator_loss(discriminator(fake), config.loss)
+    if average is not None:
+        loss = loss + config.historical_weight * average.penalty()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if average is not None:
+        average.update()
+    return loss.item()
+
+
+@torch.no_grad()
+def _eval_samples(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    generator.eval()
+    x = generator(z).cpu()
+    generator.train()
+    return x
 
 
 def train_toy_gan(generator: nn.Module, discriminator: nn.Module,
-                  sample_data: Callable[[int, torch.Generator], torch.Tensor], steps: int,
-                  loss: str = "non_saturating", k: int = 1, batch_size: int = 256,
-                  lr_g: float = 1e-4, lr_d: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999),
-                  optimizer: str = "adam", gp_weight: float = 10.0, clip_value: float = 0.01,
-                  label_smoothing: float = 0.0, feature_matching: bool = False,
-                  historical_weight: float = 0.0, r1_weight: float = 0.0, pack_m: int = 1,
-                  lr_decay: bool = False,
-                  z_dim: int | None = None,
-                  device: torch.device | None = None, seed: int = 0, progress: bool = True,
-                  snapshot_every: int = 0, n_snapshot: int = 1000) -> dict:
+                  sample_data: Callable[[int, torch.Generator], torch.Tensor], config: ToyGANConfig, *,
+                  z_dim: int | None = None, device: torch.device | None = None, seed: int = 0,
+                  progress: bool = True, snapshot_every: int = 0, n_snapshot: int = 1000) -> dict:
     """Alternating GAN training on low-dimensional data (Goodfellow et al. 2014, Algorithm 1).
 
-    Each step does ``k`` discriminator (critic) updates on fresh minibatches of
-    ``batch_size`` data and noise samples, then one generator update. Losses:
-
-    * ``"minimax"`` / ``"non_saturating"``: :func:`discriminator_loss` (with
-      ``label_smoothing``) and :func:`generator_loss`; ``feature_matching=True`` replaces the
-      generator loss by :func:`feature_matching_loss` on ``discriminator.features``.
-    * ``"wgan"``: :func:`wasserstein_critic_loss`, weights clipped to ``±clip_value`` after each
-      critic step (Arjovsky et al. 2017, Algorithm 1: RMSprop, lr 5e-5, k = 5, c = 0.01).
-    * ``"wgan-gp"``: critic loss + ``gp_weight`` × :func:`gradient_penalty` (Gulrajani et al.
-      2017, Algorithm 1: Adam lr 1e-4, betas (0, 0.9), k = 5, λ = 10).
-
-    ``historical_weight`` > 0 adds that multiple of the :class:`HistoricalAverage` penalty to
-    both players' losses; ``r1_weight`` = γ > 0 adds γ/2 × :func:`r1_penalty` on the real
-    minibatch to the discriminator loss (Mescheder et al. 2018); ``pack_m`` > 1 feeds the
-    discriminator ``pack_m`` concatenated samples (PacGAN; the discriminator's input size must be
-    ``pack_m * d``). ``lr_decay=True`` decays
-    both learning rates linearly to 0 over the ``steps``, which sharpens the modes at the end.
+    Each of the ``config.steps`` steps runs ``config.k`` times :func:`d_step` on a fresh
+    minibatch of ``config.batch_size`` data and noise samples, then :func:`g_step` on fresh noise
+    (and, for feature matching, fresh data), then decays the learning rates when
+    ``config.lr_decay``. Adam or RMSprop (``config.optimizer``) and the historical averages are
+    created here. Data and noise come, in that order, from one ``torch.Generator`` seeded with
+    ``seed``, after the ``n_snapshot`` snapshot noise vectors; the WGAN-GP interpolation weights
+    come from torch's global stream.
 
     Args:
         generator: maps noise ``(B, z_dim)`` to samples ``(B, d)``.
         discriminator: maps ``(B / pack_m, pack_m * d)`` to logits/scores ``(B / pack_m,)`` or ``(B / pack_m, 1)``.
         sample_data: ``sample_data(n, torch_generator) -> (n, d)`` data samples, e.g. :func:`ring_of_gaussians`.
-        steps: generator updates.
+        config: the training recipe, a :class:`ToyGANConfig`.
         z_dim: noise size; default ``generator.z_dim``.
+        device: where to train; default :func:`dgmcourse.device.get_device`.
         seed: seeds the data and noise streams (initialise the networks before calling).
-        snapshot_every: every that many steps (and at the end) store ``n_snapshot`` samples
-            from a fixed noise batch in ``history["snapshots"]`` as ``(step, (n_snapshot, d))``.
+        progress: show a progress bar.
+        snapshot_every: every that many steps (and always at the end) store ``n_snapshot``
+            samples from a fixed noise batch in ``history["snapshots"]``; 0: only at the end.
+        n_snapshot: samples per snapshot (>= 1).
 
     Returns:
-        history dict: ``"d_loss"``, ``"g_loss"`` (one float per step; the last critic step's
-        loss including penalties), ``"wasserstein"`` (the last critic step's
-        estimate :math:`E f(x) - E f(G(z))` before its update, penalty excluded; WGAN losses only), ``"snapshots"``, ``"time_s"``.
+        history dict: ``"d_loss"``, ``"g_loss"`` (one float per step, as :func:`d_step` (the last
+        of the k) and :func:`g_step` return them), ``"wasserstein"`` (one float per step, the last
+        critic step's estimate; WGAN losses only, else empty), ``"snapshots"`` (list of
+        ``(step, (n_snapshot, d) CPU tensor)``), ``"time_s"`` (wall-clock seconds of training).
 
     Raises:
-        ValueError: unknown ``loss``/``optimizer``; ``steps``, ``k``, ``batch_size`` < 1;
-            ``r1_weight`` < 0; ``batch_size`` not divisible by ``pack_m``; no ``z_dim``; feature matching with a WGAN
-            loss or a discriminator without ``features``.
+        ValueError: ``config`` not a :class:`ToyGANConfig`; no ``z_dim``; feature matching with a
+            discriminator without ``features``; ``snapshot_every`` < 0 or ``n_snapshot`` < 1.
     """
-    if loss not in _TOY_LOSSES:
-        raise ValueError(f"loss must be one of {_TOY_LOSSES}, got {loss!r}")
-    if min(steps, k, batch_size, pack_m) < 1:
-        raise ValueError(f"steps, k, batch_size and pack_m must be >= 1, got {steps}, {k}, {batch_size}, {pack_m}")
-    if r1_weight < 0:
-        raise ValueError(f"r1_weight must be >= 0, got {r1_weight}")
-    if batch_size % pack_m:
-        raise ValueError(f"batch_size ({batch_size}) must be divisible by pack_m ({pack_m})")
+    if not isinstance(config, ToyGANConfig):
+        raise ValueError(f"config must be a ToyGANConfig, got {type(config).__name__}")
     z_dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
     if z_dim is None:
         raise ValueError("z_dim must be given when the generator has no z_dim attribute")
-    wgan = loss.startswith("wgan")
-    if feature_matching and (wgan or not hasattr(discriminator, "features")):
-        raise ValueError("feature_matching needs loss 'minimax'/'non_saturating' and discriminator.features")
+    _check_features(discriminator, config)
+    if snapshot_every < 0 or n_snapshot < 1:
+        raise ValueError(f"snapshot_every must be >= 0 and n_snapshot >= 1, got {snapshot_every}, {n_snapshot}")
     device = device or get_device()
     generator.to(device).train()
     discriminator.to(device).train()
-    opt_g = _optimizer(optimizer, generator.parameters(), lr_g, betas)
-    opt_d = _optimizer(optimizer, discriminator.parameters(), lr_d, betas)
-    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: 1.0 - t / steps if lr_decay else 1.0)
-                 for o in (opt_g, opt_d)]
-    hist_g = HistoricalAverage(generator) if historical_weight > 0 else None
-    hist_d = HistoricalAverage(discriminator) if historical_weight > 0 else None
+    opt_g = _optimizer(config.optimizer, generator.parameters(), config.lr_g, config.betas)
+    opt_d = _optimizer(config.optimizer, discriminator.parameters(), config.lr_d, config.betas)
+    schedules = ([torch.optim.lr_scheduler.LambdaLR(o, lambda t: 1.0 - t / config.steps) for o in (opt_g, opt_d)]
+                 if config.lr_decay else [])
+    avg_g, avg_d = ((HistoricalAverage(generator), HistoricalAverage(discriminator))
+                    if config.historical_weight > 0 else (None, None))
     rng = torch.Generator().manual_seed(seed)
     fixed_z = torch.randn(n_snapshot, z_dim, generator=rng).to(device)
     history = {"d_loss": [], "g_loss": [], "wasserstein": [], "snapshots": []}
 
-    def noise() -> torch.Tensor:
-        return torch.randn(batch_size, z_dim, generator=rng).to(device)
+    def data() -> torch.Tensor:
+        return sample_data(config.batch_size, rng).to(device)
 
-    def snapshot(step: int) -> None:
-        generator.eval()
-        with torch.no_grad():
-            history["snapshots"].append((step, generator(fixed_z).cpu()))
-        generator.train()
+    def noise() -> torch.Tensor:
+        return torch.randn(config.batch_size, z_dim, generator=rng).to(device)
 
     start = time.perf_counter()
-    for step in tqdm(range(steps), desc=f"toy GAN ({loss})", disable=not progress):
-        for _ in range(k):
-            real = sample_data(batch_size, rng).to(device).requires_grad_(r1_weight > 0)
-            with torch.no_grad():
-                fake = generator(noise())
-            r, f = discriminator(pack(real, pack_m)), discriminator(pack(fake, pack_m))
-            if wgan:
-                d_loss = wasserstein_critic_loss(r, f)
-                w_estimate = -d_loss.item()
-                if loss == "wgan-gp":
-                    d_loss = d_loss + gp_weight * gradient_penalty(discriminator, pack(real, pack_m), pack(fake, pack_m))
-            else:
-                d_loss = discriminator_loss(r, f, label_smoothing)
-            if r1_weight > 0:
-                d_loss = d_loss + r1_weight / 2 * r1_penalty(r, real)
-            if hist_d is not None:
-                d_loss = d_loss + historical_weight * hist_d.penalty()
-            opt_d.zero_grad()
-            d_loss.backward()
-            opt_d.step()
-            if loss == "wgan":
-                clip_weights(discriminator, clip_value)
-            if hist_d is not None:
-                hist_d.update()
-        fake = generator(noise())
-        f = discriminator(pack(fake, pack_m))
-        if wgan:
-            g_loss = wasserstein_generator_loss(f)
-            history["wasserstein"].append(w_estimate)
-        elif feature_matching:
-            real = sample_data(batch_size, rng).to(device)
-            g_loss = feature_matching_loss(discriminator.features(pack(real, pack_m)).detach(),
-                                           discriminator.features(pack(fake, pack_m)))
-        else:
-            g_loss = generator_loss(f, loss)
-        if hist_g is not None:
-            g_loss = g_loss + historical_weight * hist_g.penalty()
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
-        if hist_g is not None:
-            hist_g.update()
+    for step in tqdm(range(1, config.steps + 1), desc=f"toy GAN ({config.loss})", disable=not progress):
+        # arguments are evaluated left to right: d_step draws data then noise, g_step noise (then data)
+        for _ in range(config.k):
+            d_loss, wasserstein = d_step(generator, discriminator, opt_d, data(), noise(), config, avg_d)
+        g_loss = g_step(generator, discriminator, opt_g, noise(), config,
+                        data() if config.feature_matching else None, avg_g)
         for schedule in schedules:
             schedule.step()
-        history["d_loss"].append(d_loss.item())
-        history["g_loss"].append(g_loss.item())
-        if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 != steps:
-            snapshot(step + 1)
-    snapshot(steps)
+        history["d_loss"].append(d_loss)
+        history["g_loss"].append(g_loss)
+        if wasserstein is not None:
+            history["wasserstein"].append(wasserstein)
+        if snapshot_every and step % snapshot_every == 0 and step != config.steps:
+            history["snapshots"].append((step, _eval_samples(generator, fixed_z)))
+    history["snapshots"].append((config.steps, _eval_samples(generator, fixed_z)))
     history["time_s"] = time.perf_counter() - start
     return history
 

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from dgmcourse import gan
 from dgmcourse.divergences import js_divergence
 
 torch.set_num_threads(1)
+CPU = torch.device("cpu")
 X = np.linspace(-12.0, 13.0, 20001)
 DX = X[1] - X[0]
 P0, P1 = norm.pdf(X, 0, 1), norm.pdf(X, 1, 1)
@@ -108,26 +110,30 @@ def test_train_toy_gan_adds_half_gamma_r1_to_the_discriminator_loss():
     for r1_weight in (0.0, gamma):
         g, d = small_pair()
         first_d = copy.deepcopy(d)
-        h = gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=1, batch_size=32, r1_weight=r1_weight,
-                              seed=seed, n_snapshot=n_snapshot, device=torch.device("cpu"), progress=False)
+        config = gan.ToyGANConfig(steps=1, batch_size=32, r1_weight=r1_weight)
+        h = gan.train_toy_gan(g, d, gan.ring_of_gaussians, config, seed=seed, n_snapshot=n_snapshot,
+                              device=CPU, progress=False)
         losses.append(h["d_loss"][0])
     rng = torch.Generator().manual_seed(seed)  # the loop's stream: snapshot noise, then the first real batch
     torch.randn(n_snapshot, g.z_dim, generator=rng)
     real = gan.ring_of_gaussians(32, rng).requires_grad_(True)
     expected = gamma / 2 * gan.r1_penalty(first_d(real), real).item()
     assert losses[1] - losses[0] == pytest.approx(expected, rel=1e-4) and expected > 0
-    with pytest.raises(ValueError, match="r1_weight"):
-        gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=1, r1_weight=-1.0)
 
 
-def test_clip_weights():
-    m = torch.nn.Linear(3, 3)
+def test_clip_weights_clamps_parameters_only():
+    m = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.BatchNorm1d(1))
     with torch.no_grad():
-        m.weight.fill_(5.0)
+        m[0].weight.copy_(torch.tensor([[5.0, -5.0, 0.004]]))
+        m[0].bias.fill_(-0.02)
+        m[1].running_mean.fill_(7.0)
     gan.clip_weights(m, 0.01)
-    assert m.weight.abs().max().item() == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="c must"):
-        gan.clip_weights(m, 0.0)
+    assert m[0].weight.tolist() == [[pytest.approx(0.01), pytest.approx(-0.01), pytest.approx(0.004)]]
+    assert m[0].bias.item() == pytest.approx(-0.01) and m[1].weight.item() == pytest.approx(0.01)
+    assert m[1].running_mean.item() == 7.0  # a buffer, not a parameter
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="c must be positive"):
+            gan.clip_weights(m, bad)
 
 
 def test_feature_matching_and_historical_average():
@@ -215,8 +221,28 @@ def test_mode_coverage_known_answer():
     assert gan.mode_reverse_kl(torch.zeros(5, 2), means, 0.01) == pytest.approx(math.log(3))
     with pytest.raises(ValueError, match="sigma"):
         gan.mode_coverage(s, means, 0.0)
-    with pytest.raises(ValueError, match="means"):
+    with pytest.raises(ValueError, match=r"means must be a non-empty \(K, 2\) tensor or array, got shape \(3, 1\)"):
         gan.mode_coverage(s, means[:, :1], 0.1)
+
+
+def test_mode_coverage_accepts_numpy_and_lists():
+    x = gan.ring_of_gaussians(2500, torch.Generator().manual_seed(1))
+    x[:1000] = x[:1000] * 1.1  # 1,000 samples pushed 10 cm off the ring, far beyond 3 sigma = 3 cm
+    means = gan.ring_means()
+    expected = gan.mode_coverage(x, means, gan.RING_SIGMA)
+    assert expected[0] == 8 and expected[1] == pytest.approx(0.6 * (1 - math.exp(-4.5)), abs=0.015)
+    for samples, centres in ((x.numpy(), means), (x.numpy(), means.numpy()), (x.double().numpy(), means),
+                             (x.tolist(), means.tolist())):
+        assert gan.mode_coverage(samples, centres, gan.RING_SIGMA) == expected
+        assert gan.mode_reverse_kl(samples, centres, gan.RING_SIGMA) == gan.mode_reverse_kl(x, means, gan.RING_SIGMA)
+    s = np.array([[0.02, 0.0], [1.0, 0.029], [1.0, 0.031], [0.5, 0.5], [0.0, 0.0]])
+    assert gan.mode_coverage(s, [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], 0.01) == (2, 0.6)
+    with pytest.raises(ValueError, match=r"samples must be a non-empty \(n, d\) tensor or array, got shape \(2500,\)"):
+        gan.mode_coverage(x.numpy()[:, 0], means, gan.RING_SIGMA)
+    with pytest.raises(ValueError, match=r"samples must be a non-empty \(n, d\) tensor or array, got shape \(0, 2\)"):
+        gan.mode_coverage(np.zeros((0, 2)), means, gan.RING_SIGMA)
+    with pytest.raises(ValueError, match=r"samples must be a \(n, d\) tensor or array of numbers, got str"):
+        gan.mode_coverage("ring", means, gan.RING_SIGMA)
 
 
 # ---------------------------------------------------------------------- training
@@ -228,8 +254,9 @@ def small_pair(pack=1):
 @pytest.mark.parametrize("loss", ["minimax", "non_saturating", "wgan", "wgan-gp"])
 def test_train_toy_gan_runs_every_loss(loss):
     g, d = small_pair()
-    h = gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=6, loss=loss, k=2, batch_size=32,
-                          device=torch.device("cpu"), progress=False, snapshot_every=3, n_snapshot=50)
+    config = gan.ToyGANConfig(steps=6, loss=loss, k=2, batch_size=32)
+    h = gan.train_toy_gan(g, d, gan.ring_of_gaussians, config, device=CPU, progress=False, snapshot_every=3,
+                          n_snapshot=50)
     assert len(h["d_loss"]) == len(h["g_loss"]) == 6 and np.all(np.isfinite(h["d_loss"]))
     assert [s for s, _ in h["snapshots"]] == [3, 6] and h["snapshots"][0][1].shape == (50, 2)
     assert len(h["wasserstein"]) == (6 if loss.startswith("wgan") else 0)
@@ -237,22 +264,116 @@ def test_train_toy_gan_runs_every_loss(loss):
         assert max(p.abs().max().item() for p in d.parameters()) <= 0.01 + 1e-7
 
 
+STEP_RECIPES = {
+    "non_saturating+R1+PacGAN2+smoothing+historical+decay": dict(k=2, r1_weight=0.5, pack_m=2, label_smoothing=0.1,
+                                                                historical_weight=1e-3, lr_decay=True),
+    "minimax+feature_matching+rmsprop": dict(loss="minimax", feature_matching=True, optimizer="rmsprop"),
+    "wgan": dict(loss="wgan", k=3, optimizer="rmsprop", lr_d=1e-3, clip_value=0.05),
+    "wgan-gp": dict(loss="wgan-gp", k=2, betas=(0.0, 0.9), gp_weight=1.0),
+}
+
+
+@pytest.mark.parametrize("options", STEP_RECIPES.values(), ids=STEP_RECIPES.keys())
+def test_d_step_and_g_step_by_hand_equal_one_train_toy_gan_step(options):
+    config = gan.ToyGANConfig(steps=1, batch_size=32, **options)
+    seed, n_snapshot = 4, 10
+    g_loop, d_loop = small_pair(config.pack_m)
+    torch.manual_seed(1)  # WGAN-GP's interpolation weights come from the global stream
+    h = gan.train_toy_gan(g_loop, d_loop, gan.ring_of_gaussians, config, seed=seed, n_snapshot=n_snapshot,
+                          device=CPU, progress=False)
+    # Algorithm 1 written out: the loop's stream holds the snapshot noise, then (data, noise) k times,
+    # then the generator's noise (and data for feature matching)
+    g, d = small_pair(config.pack_m)
+    torch.manual_seed(1)
+    optimizer = (lambda params, lr: torch.optim.Adam(params, lr=lr, betas=config.betas)) \
+        if config.optimizer == "adam" else (lambda params, lr: torch.optim.RMSprop(params, lr=lr))
+    opt_g, opt_d = optimizer(g.parameters(), config.lr_g), optimizer(d.parameters(), config.lr_d)
+    avg_g, avg_d = ((gan.HistoricalAverage(g), gan.HistoricalAverage(d)) if config.historical_weight > 0
+                    else (None, None))
+    rng = torch.Generator().manual_seed(seed)
+    torch.randn(n_snapshot, g.z_dim, generator=rng)
+    for _ in range(config.k):
+        real = gan.ring_of_gaussians(config.batch_size, rng)
+        d_loss, w = gan.d_step(g, d, opt_d, real, torch.randn(config.batch_size, g.z_dim, generator=rng),
+                               config, avg_d)
+    z = torch.randn(config.batch_size, g.z_dim, generator=rng)
+    real = gan.ring_of_gaussians(config.batch_size, rng) if config.feature_matching else None
+    g_loss = gan.g_step(g, d, opt_g, z, config, real, avg_g)
+    assert h["d_loss"] == [d_loss] and h["g_loss"] == [g_loss]
+    assert h["wasserstein"] == ([w] if config.wgan else []) and (w is None) != config.wgan
+    by_loop = {**g_loop.state_dict(), **{f"D.{k}": v for k, v in d_loop.state_dict().items()}}
+    by_hand = {**g.state_dict(), **{f"D.{k}": v for k, v in d.state_dict().items()}}
+    assert all(torch.equal(by_loop[k], by_hand[k]) for k in by_hand)  # weights and batch-norm statistics
+    g_init, _ = small_pair(config.pack_m)
+    assert not torch.equal(g_init.net[0].weight, g.net[0].weight)
+
+
+def test_d_step_and_g_step_known_answer_with_a_linear_critic():
+    # WGAN, critic f(x) = x_1, constant generator G(z) = (5, 0), plain SGD with lr 0.1
+    critic, generator = torch.nn.Linear(2, 1), torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        critic.bias.zero_()
+        generator.weight.zero_()
+        generator.bias.copy_(torch.tensor([5.0, 0.0]))
+    config = gan.ToyGANConfig(steps=1, loss="wgan", clip_value=0.5, batch_size=2)
+    real, z = torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.zeros(2, 2)
+    d_loss, w = gan.d_step(generator, critic, torch.optim.SGD(critic.parameters(), lr=0.1), real, z, config)
+    # estimate E f(x) - E f(G(z)) = 2 - 5; the weight's gradient E G(z) - E x = (3, 0) takes it to 0.7, clipped to 0.5
+    assert (d_loss, w) == (3.0, -3.0)
+    assert critic.weight.tolist() == [[0.5, 0.0]] and critic.bias.item() == 0.0
+    g_loss = gan.g_step(generator, critic, torch.optim.SGD(generator.parameters(), lr=0.1), z, config)
+    # -E f(G(z)) = -0.5 * 5; the bias's gradient -(0.5, 0) moves it by 0.1 * 0.5
+    assert g_loss == -2.5
+    torch.testing.assert_close(generator.bias.detach(), torch.tensor([5.05, 0.0]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps must be an integer >= 1, got 0"), ("k", 1.5, "k must be an integer >= 1, got 1.5"),
+    ("loss", "hinge", "loss must be one of"), ("optimizer", "sgd", "optimizer must be one of"),
+    ("batch_size", 33, r"batch_size \(33\) must be divisible by pack_m \(2\)"), ("lr_d", 0.0, "lr_d must be > 0"),
+    ("clip_value", -0.01, "clip_value must be > 0"), ("r1_weight", -1.0, "r1_weight must be >= 0"),
+    ("betas", (0.5, 1.0), r"betas must be two numbers in \[0, 1\)"), ("label_smoothing", 1.0, "label_smoothing"),
+])
+def test_toy_gan_config_rejects_bad_fields(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        gan.ToyGANConfig(**{"steps": 10, "pack_m": 2, field: value})
+
+
+def test_toy_gan_config_is_frozen_and_checks_feature_matching():
+    config = gan.ToyGANConfig(steps=10)
+    assert (config.loss, config.k, config.batch_size, config.lr_g, config.betas) == (
+        "non_saturating", 1, 256, 1e-4, (0.5, 0.999))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.steps = 20
+    assert dataclasses.replace(config, loss="wgan").wgan and not config.wgan
+    with pytest.raises(ValueError, match="feature_matching needs loss"):
+        gan.ToyGANConfig(steps=10, loss="wgan-gp", feature_matching=True)
+
+
 def test_train_toy_gan_remedies_run_and_validate():
     g, d = small_pair(pack=2)
-    h = gan.train_toy_gan(g, d, gan.grid_of_gaussians, steps=3, batch_size=32, pack_m=2, label_smoothing=0.1,
-                          feature_matching=True, historical_weight=1e-3, device=torch.device("cpu"), progress=False)
+    config = gan.ToyGANConfig(steps=3, batch_size=32, pack_m=2, label_smoothing=0.1, feature_matching=True,
+                              historical_weight=1e-3)
+    h = gan.train_toy_gan(g, d, gan.grid_of_gaussians, config, device=CPU, progress=False)
     assert len(h["g_loss"]) == 3
-    with pytest.raises(ValueError, match="divisible"):
-        gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=1, batch_size=33, pack_m=2)
-    with pytest.raises(ValueError, match="loss"):
-        gan.train_toy_gan(g, d, gan.ring_of_gaussians, steps=1, loss="hinge")
+    with pytest.raises(ValueError, match="config must be a ToyGANConfig, got dict"):
+        gan.train_toy_gan(g, d, gan.ring_of_gaussians, {"steps": 1})
+    with pytest.raises(ValueError, match="features method"):
+        gan.train_toy_gan(g, torch.nn.Linear(4, 1), gan.ring_of_gaussians, config)
+    opt = torch.optim.SGD(g.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="average must be a HistoricalAverage exactly when"):
+        gan.d_step(g, d, opt, torch.zeros(32, 2), torch.zeros(32, 2), config)
+    with pytest.raises(ValueError, match="real must be given exactly when"):
+        gan.g_step(g, d, opt, torch.zeros(32, 2), config, average=gan.HistoricalAverage(g))
 
 
 def test_toy_gan_learns_a_single_gaussian():
     g, d = small_pair()
     target = torch.tensor([2.0, -1.0])
-    gan.train_toy_gan(g, d, lambda n, rng: target + 0.1 * torch.randn(n, 2, generator=rng), steps=300,
-                      batch_size=64, lr_g=2e-3, lr_d=2e-3, device=torch.device("cpu"), progress=False)
+    config = gan.ToyGANConfig(steps=300, batch_size=64, lr_g=2e-3, lr_d=2e-3)
+    gan.train_toy_gan(g, d, lambda n, rng: target + 0.1 * torch.randn(n, 2, generator=rng), config,
+                      device=CPU, progress=False)
     x = gan.sample_toy(g, 500)
     assert (x.mean(0) - target).norm().item() < 0.3
 
