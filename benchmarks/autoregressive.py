@@ -44,7 +44,8 @@ def pixelcnn_and_baselines(device, epochs=4, n_samples=64, iwae_k=200):
     vae = MLPVAE(z_dim=16, hidden=256)
     train_vae(vae, b_train, epochs=20, device=device, progress=False)
     vae.cpu()
-    bpd_vae = ev.bits_per_dim(iwae_bound(vae, b_test, iwae_k, generator=torch.Generator().manual_seed(0)), D).mean().item()
+    bpd_vae = ev.bits_per_dim(iwae_bound(vae, b_test, iwae_k, generator=torch.Generator().manual_seed(0)),
+                              D).mean().item()
     vae_samples = torch.bernoulli(vae.sample(n_samples, generator=torch.Generator().manual_seed(0)),
                                   generator=torch.Generator().manual_seed(1))
 
@@ -56,9 +57,11 @@ def pixelcnn_and_baselines(device, epochs=4, n_samples=64, iwae_k=200):
     copies = b_train[torch.randint(len(b_train), (n_samples,), generator=torch.Generator().manual_seed(2))]
     held_out = b_test[:200]
     memo = {}
-    for name, s in {"pixelcnn": samples, "vae": vae_samples, "training_copies": copies, "real_test": b_test[200:264]}.items():
+    for name, s in {"pixelcnn": samples, "vae": vae_samples, "training_copies": copies,
+                    "real_test": b_test[200:264]}.items():
         r = ev.memorisation_check(s, b_train, held_out)
-        memo[name] = {"median_distance": r.generated.median().item(), "baseline_median_distance": r.baseline.median().item(),
+        memo[name] = {"median_distance": r.generated.median().item(),
+                      "baseline_median_distance": r.baseline.median().item(),
                       "ratio": r.ratio, "fraction_closer_than_5pct_baseline": r.fraction_closer}
     return {
         "pixelcnn": {"channels": 32, "layers": 4, "epochs": epochs, "train_s": round(train_s, 1),

@@ -96,7 +96,8 @@ def main():
         "beta_vae_training": {"beta": 4.0, "epochs": 6, "images": 10000, "z_dim": 10,
                               "final_train_elbo_nats": round(history["train_elbo"][-1], 2),
                               "final_train_kl_nats": round(history["train_kl"][-1], 2), **train_time},
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
                     "load_average_at_start": [round(x, 1) for x in os.getloadavg()]},
         "representations": {},
     }

@@ -100,7 +100,8 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     report = read_report("gan_modes")
     report.update({"published": PUBLISHED, "n_eval_samples": N_EVAL, "machine": platform.platform(),
-                   "torch_threads": THREADS, "settings": {d: {"hidden": a["hidden"], "steps": a["steps"], "batch_size": BATCH_SIZE,
+                   "torch_threads": THREADS,
+                   "settings": {d: {"hidden": a["hidden"], "steps": a["steps"], "batch_size": BATCH_SIZE,
                                                         "lr": LR, "betas": [0.5, 0.999]}
                                                     for d, (_, _, _, a) in DATA.items()},
                    "recipes": {name: opts for name, opts in RECIPES.items()}})
@@ -121,7 +122,8 @@ def main() -> None:
         for recipe, r in recipes.items():
             print(f"{data:4s} {recipe:20s} modes {r['modes']['mean']:5.2f} ± {r['modes']['std']:.2f}  "
                   f"HQ {r['high_quality_pct']['mean']:5.1f} ± {r['high_quality_pct']['std']:.1f} %  "
-                  f"reverse KL {r['reverse_kl']['mean']:.3f}  CPU {r['cpu_s']['mean']:.0f} s, wall {r['wall_s']['mean']:.0f} s per run")
+                  f"reverse KL {r['reverse_kl']['mean']:.3f}  "
+                  f"CPU {r['cpu_s']['mean']:.0f} s, wall {r['wall_s']['mean']:.0f} s per run")
 
 
 if __name__ == "__main__":

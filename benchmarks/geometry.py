@@ -54,25 +54,31 @@ def speed(vae, classifier):
     cpu_r_default = _timed.cpu
     line = geo.straight_line(z0, z1, 20)
     return {
-        "heatmap_100x100": {"seconds": t_map, "cpu_seconds_2_threads": cpu_map, "limit_s": 20.0, "within_limit": t_map <= 20.0,
+        "heatmap_100x100": {"seconds": t_map, "cpu_seconds_2_threads": cpu_map, "limit_s": 20.0,
+                            "within_limit": t_map <= 20.0,
                             "decoder_output_dim": 784,
                             "median_condition_number": maps["condition"].median().item()},
-        "geodesic_20_points": {"seconds": t_geo, "cpu_seconds_2_threads": cpu_geo, "limit_s": 5.0, "within_limit": t_geo <= 5.0,
+        "geodesic_20_points": {"seconds": t_geo, "cpu_seconds_2_threads": cpu_geo, "limit_s": 5.0,
+                               "within_limit": t_geo <= 5.0,
                                "length_line": geo.curve_length(decoder, line).item(),
                                "length_geodesic": geo.curve_length(decoder, curve).item(),
                                "energy_geodesic": geo.curve_energy(decoder, curve).item()},
         "expected_class_radius_1000": {
-            "seconds": t_r, "cpu_seconds_2_threads": cpu_r, "limit_s": 60.0, "within_limit": t_r <= 60.0, "search": SEARCH,
+            "seconds": t_r, "cpu_seconds_2_threads": cpu_r, "limit_s": 60.0, "within_limit": t_r <= 60.0,
+            "search": SEARCH,
             "evaluations_per_point": est["evaluations_per_point"], "mean": est["mean"],
             "ci95": [est["ci_low"], est["ci_high"]], "n_not_found": est["n_not_found"],
-            "default_budget": {"seconds": t_r_default, "cpu_seconds_2_threads": cpu_r_default, "evaluations_per_point": est_default["evaluations_per_point"],
+            "default_budget": {"seconds": t_r_default, "cpu_seconds_2_threads": cpu_r_default,
+                               "evaluations_per_point": est_default["evaluations_per_point"],
                                "mean": est_default["mean"], "ci95": [est_default["ci_low"], est_default["ci_high"]]}},
     }
 
 
 def analytic_accuracy(n=20_000):
     """The estimator against the closed forms: half-spaces at several offsets, orthants for m = 1..6."""
-    identity = lambda z: z
+    def identity(z):
+        return z
+
     out = {"halfspace": [], "orthants": []}
     z = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
     for a in [0.0, 0.5, 1.0, 1.5, 2.0]:
@@ -111,7 +117,8 @@ def omega_experiment(x_train, x_test, classifier, epochs=15, n_prior=4000, n_rad
         with torch.no_grad():
             spread = vae.encode(x_train)[0].std(0).mean().item()
         out[name] = {"train_seconds": seconds, "epochs": epochs, "test_elbo": evaluate_elbo(vae, x_test),
-                     "p": p.tolist(), "max_p": p.max().item(), "collision_probability": cr.collision_probability(p).item(),
+                     "p": p.tolist(), "max_p": p.max().item(),
+                     "collision_probability": cr.collision_probability(p).item(),
                      "bound": cr.class_radius_bound(p) if p.max() <= cr.PROBABILITY_DECAY else None,
                      "expected_radius": est["mean"], "ci95": [est["ci_low"], est["ci_high"]],
                      "coverage_conf_0.9": (confidence(probs) > 0.9).float().mean().item(),
@@ -150,7 +157,8 @@ def main():
         report["omega_vae"] = omega_experiment(x_train, x_test, classifier)
         print("omega:", json.dumps(report["omega_vae"], indent=1), flush=True)
     report["load_average_at_end"] = os.getloadavg()
-    kept = {key: value for key, value in read_report("geometry").items() if key not in ("name", "measured_at", "machine")}
+    kept = {key: value for key, value in read_report("geometry").items()
+            if key not in ("name", "measured_at", "machine")}
     print("wrote", write_report("geometry", {**kept, **report}))
 
 

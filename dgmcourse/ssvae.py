@@ -243,7 +243,8 @@ def accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     device = next(classifier.parameters()).device
     was_training = classifier.training
     classifier.eval()
-    hits = sum((classifier(c.to(device)).argmax(1).cpu() == t).sum().item() for c, t in zip(x.split(batch_size), y.split(batch_size)))
+    hits = sum((classifier(c.to(device)).argmax(1).cpu() == t).sum().item()
+               for c, t in zip(x.split(batch_size), y.split(batch_size)))
     classifier.train(was_training)
     return hits / len(x)
 

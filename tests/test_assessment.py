@@ -98,7 +98,8 @@ SCHEME = ("**(a)** (2 points) Why?\n\n### BEGIN MARK SCHEME\n**Rubric (2 points)
 
 def _toy(test_points=3, intro=INTRO, scheme=SCHEME, seed="SEED + 1"):
     return _nb(("md", intro),
-               ("code", "import numpy as np\nSEED = 0\nrng = np.random.default_rng(SEED)", dict(grade_id="setup", locked=True)),
+               ("code", "import numpy as np\nSEED = 0\nrng = np.random.default_rng(SEED)",
+                dict(grade_id="setup", locked=True)),
                ("md", "## 1. f (3 points)"),
                ("code", "def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
                 dict(grade_id="f", solution=True)),

@@ -127,5 +127,6 @@ def test_the_references_table_names_existing_functions_and_lectures():
         for lecture in re.findall(r"lectures/[\w.-]+?\.ipynb", " ".join(cells)):
             if not (ROOT / lecture).is_file():
                 missing_lectures.append(f"{name}: {lecture}")
-    assert not missing_lectures, "lecture files named in docs/references.md do not exist:\n" + "\n".join(missing_lectures)
+    assert not missing_lectures, ("lecture files named in docs/references.md do not exist:\n"
+                                  + "\n".join(missing_lectures))
     assert not stale, "docs/references.md lists functions the library no longer has:\n" + "\n".join(stale)

@@ -80,7 +80,8 @@ def test_random_directions_alone_give_upper_bound():
 
 
 def test_not_found_is_inf_and_warns():
-    one_class = lambda x: torch.stack([x[:, 0] * 0 + 1, x[:, 0] * 0], 1) + 0 * x[:, :1]
+    def one_class(x):
+        return torch.stack([x[:, 0] * 0 + 1, x[:, 0] * 0], 1) + 0 * x[:, :1]
     z = torch.randn(10, 2)
     assert torch.isinf(class_radius(identity, one_class, z)).all()
     with pytest.warns(UserWarning, match="no other class"), pytest.raises(ValueError, match="max_radius"):

@@ -91,5 +91,6 @@ def test_plain_nbgrader_generate_feedback_hides_hidden_tests(server):
     assert result.returncode == 0, result.stdout + result.stderr
     for student in ("honest", "hostile"):
         html = visible_text((course / "feedback" / student / "tiny" / "tiny.html").read_text())
-        assert "assert add(1, 2) == 3" in html and "np.allclose(add(np.ones(2)" not in html and "BEGIN HIDDEN TESTS" not in html
+        assert ("assert add(1, 2) == 3" in html and "np.allclose(add(np.ones(2)" not in html
+                and "BEGIN HIDDEN TESTS" not in html)
     assert release(course, "tiny")  # the release is untouched by grading

@@ -23,9 +23,11 @@ P0, P1 = norm.pdf(X, 0, 1), norm.pdf(X, 1, 1)
 # ---------------------------------------------------------------------- losses
 def test_discriminator_loss_matches_bce():
     r, f = torch.tensor([2.0, -1.0, 0.3]), torch.tensor([-3.0, 0.5, 1.0])
-    expected = F.binary_cross_entropy_with_logits(r, torch.ones(3)) + F.binary_cross_entropy_with_logits(f, torch.zeros(3))
+    expected = (F.binary_cross_entropy_with_logits(r, torch.ones(3))
+                + F.binary_cross_entropy_with_logits(f, torch.zeros(3)))
     torch.testing.assert_close(gan.discriminator_loss(r, f), expected)
-    smoothed = F.binary_cross_entropy_with_logits(r, torch.full((3,), 0.9)) + F.binary_cross_entropy_with_logits(f, torch.zeros(3))
+    smoothed = (F.binary_cross_entropy_with_logits(r, torch.full((3,), 0.9))
+                + F.binary_cross_entropy_with_logits(f, torch.zeros(3)))
     torch.testing.assert_close(gan.discriminator_loss(r, f, label_smoothing=0.1), smoothed)
     assert gan.discriminator_loss(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(math.log(4))
 
@@ -42,9 +44,9 @@ def test_generator_loss_values_and_gradients():
     # D confidently rejects the fake (logit -5): the minimax gradient is -sigmoid(-5), the
     # non-saturating one -(1 - sigmoid(-5)).
     for kind, grad in [("minimax", -0.0066928509), ("non_saturating", -0.9933071491)]:
-        l = torch.tensor([-5.0], requires_grad=True)
-        gan.generator_loss(l, kind).backward()
-        assert l.grad.item() == pytest.approx(grad, rel=1e-6)
+        logit = torch.tensor([-5.0], requires_grad=True)
+        gan.generator_loss(logit, kind).backward()
+        assert logit.grad.item() == pytest.approx(grad, rel=1e-6)
 
 
 def test_loss_bad_input():

@@ -8,7 +8,8 @@ import torch
 
 from dgmcourse.geometry import (condition_number, curve_energy, curve_length, decoder_jacobian,
                                 fit_rbf_std, geodesic, geodesic_distance_matrix, local_lipschitz,
-                                magnification_factor, metric_heatmaps, pullback_metric, straight_line, stochastic_decoder)
+                                magnification_factor, metric_heatmaps, pullback_metric, straight_line,
+                                stochastic_decoder)
 
 torch.set_num_threads(1)
 
@@ -65,7 +66,9 @@ def test_sphere_metric_closed_form():
 
 
 def test_heatmaps_grid_layout():
-    scale = lambda z: torch.stack([z[:, 0], 2 * z[:, 1], z[:, 0] * z[:, 1]], 1)  # J = [[1,0],[0,2],[z2,z1]]
+    def scale(z):  # J = [[1,0],[0,2],[z2,z1]]
+        return torch.stack([z[:, 0], 2 * z[:, 1], z[:, 0] * z[:, 1]], 1)
+
     h = metric_heatmaps(scale, xlim=(-1, 1), ylim=(0, 2), n=5)
     i, j = 4, 1  # row i is z2 = h["z2"][i], column j is z1 = h["z1"][j]
     z = torch.tensor([[h["z1"][j], h["z2"][i]]])
@@ -125,7 +128,10 @@ def test_rbf_std_grows_away_from_data():
     z_train = torch.randn(200, 2) * 0.5
     x_train = torch.sin(z_train @ torch.randn(2, 6)) + 0.05 * torch.randn(200, 6)
     w = torch.randn(2, 6)
-    mean_fn = lambda z: torch.sin(z @ w)
+
+    def mean_fn(z):
+        return torch.sin(z @ w)
+
     std = fit_rbf_std(z_train, x_train, mean_fn, n_centres=8, steps=200)
     near, far = std(torch.zeros(1, 2)), std(torch.tensor([[6.0, 6.0]]))
     assert far.min() > 5 * near.max()

@@ -297,7 +297,8 @@ def test_library_answer_earns_nothing(tmp_path, answer, verdict):
 
 DECORATED_TEST = ("# Not an answer: dgmcourse.autoregressive.sample\nimport torch\n"
                   "class Half(torch.nn.Module):\n    def forward(self, x):\n        return torch.zeros_like(x)\n"
-                  "x = draw(Half(), 3, (2, 2))\nassert x.shape == (3, 1, 2, 2) and set(x.unique().tolist()) <= {0.0, 1.0}")
+                  "x = draw(Half(), 3, (2, 2))\n"
+                  "assert x.shape == (3, 1, 2, 2) and set(x.unique().tolist()) <= {0.0, 1.0}")
 OWN_DRAW = ("import torch\n@torch.no_grad()\ndef draw(model, n, shape):\n    x = torch.zeros(n, 1, *shape)\n"
             "    for i in range(shape[0] * shape[1]):\n"
             "        p = torch.sigmoid(model(x)).flatten(1)[:, i]\n"

@@ -93,7 +93,8 @@ def test_iwae_bound_tightens_with_k_towards_log_px():
 
 
 def test_models_shapes_and_sampling():
-    for model, shape in ((MLPVAE((1, 28, 28), z_dim=3, hidden=16), (1, 28, 28)), (ConvVAE(z_dim=4, channels=4), (1, 28, 28))):
+    for model, shape in ((MLPVAE((1, 28, 28), z_dim=3, hidden=16), (1, 28, 28)),
+                         (ConvVAE(z_dim=4, channels=4), (1, 28, 28))):
         x = torch.rand(5, *shape)
         x_logits, mu, logvar, z = model(x)
         assert x_logits.shape == x.shape and mu.shape == logvar.shape == z.shape == (5, model.z_dim)

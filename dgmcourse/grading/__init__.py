@@ -3,8 +3,9 @@
 Every route to a grade runs student code in the same sandbox, with the same limits and the
 same tamper-proof scoring: ``nbgrader_config.py`` registers :class:`RepairCells` among
 nbgrader's sanitize steps and :class:`SandboxedExecute` in place of its ``Execute``, so plain
-``nbgrader autograde`` and the formgrader's *Autograde* button are repaired and sandboxed, and ``dgmcourse grade ASSIGNMENT`` (the fast, parallel front door) runs
-nbgrader's ``Autograde`` with it in one job per submission::
+``nbgrader autograde`` and the formgrader's *Autograde* button are repaired and sandboxed, and
+``dgmcourse grade ASSIGNMENT`` (the fast, parallel front door) runs nbgrader's ``Autograde`` with
+it in one job per submission::
 
     submitted/<student>/<assignment>/*.ipynb
         -> repair_submission()  renamed, invalid or edited notebooks repaired or rejected (submissions)

@@ -52,9 +52,10 @@ def _install_guard(key: bytes, fd: int, tests: list, trusted_roots: tuple, verdi
 
     ``ctypes``, ``gc`` introspection, trace and profile hooks, new audit hooks and ``__code__``
     replacement are refused while student code is on the stack (except behind an ``import`` of a
-    library module, which may load shared libraries). Frame objects are refused to student code (``sys._getframe``, ``tb_frame``, ``gi_frame``...
-    requested by student code or a library function it called directly, or by anything while
-    student code runs inside a test cell): from a frame, ``f_back`` leads to the harness.
+    library module, which may load shared libraries). Frame objects are refused to student code
+    (``sys._getframe``, ``tb_frame``, ``gi_frame``... requested by student code or a library
+    function it called directly, or by anything while student code runs inside a test cell): from a
+    frame, ``f_back`` leads to the harness.
     """
     import _thread
     getframe, write, main_ident = sys._getframe, os.write, _thread.get_ident()

@@ -139,8 +139,10 @@ def _verdict_outputs(verdict, run) -> list:
 def _valid_outputs(outputs) -> list:
     """Rebuild the harness's (untrusted) outputs as nbformat v4 outputs; drop anything else."""
     new, kept = nbformat.v4.new_output, []
-    strings = (lambda d: isinstance(d, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in d.items()))
+
+    def strings(d) -> bool:
+        return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
     for out in outputs if isinstance(outputs, list) else []:
         kind = out.get("output_type") if isinstance(out, dict) else None
         if kind == "stream" and out.get("name") in ("stdout", "stderr") \

@@ -64,7 +64,10 @@ def db_url_of(course: Path, config, db_url: str | None) -> str:
 
 def _dirs(config) -> dict:
     cd = config.get("CourseDirectory", {})
-    get = (lambda key, default: cd[key] if key in cd and isinstance(cd[key], str) else default)
+
+    def get(key, default):
+        return cd[key] if key in cd and isinstance(cd[key], str) else default
+
     return {"source": get("source_directory", "source"), "release": get("release_directory",
             "release"), "submitted": get("submitted_directory", "submitted"),
             "autograded": get("autograded_directory", "autograded"),

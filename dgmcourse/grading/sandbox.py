@@ -110,7 +110,8 @@ def sandbox_argv(workdir: Path, env: dict, unsafe: bool = False) -> list:
         return python
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
             "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc/fonts", "/etc/fonts", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc/fonts", "/etc/fonts",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for link in ("lib", "lib64", "bin", "sbin"):
         target = Path("/") / link
         if target.is_symlink():

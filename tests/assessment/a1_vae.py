@@ -260,7 +260,8 @@ MISTAKES = [
             description="draws eps from the global generator, ignoring `generator`"),
     Mistake("reparam_std_detached", test="test_reparameterize",
             replaces={"reparameterize": _reparameterize(
-                _EPS + '    with torch.no_grad():\n        std = torch.exp(0.5 * logvar)\n    return mu + std * eps\n')},
+                _EPS + '    with torch.no_grad():\n        std = torch.exp(0.5 * logvar)\n'
+                       '    return mu + std * eps\n')},
             description="computes the std under no_grad: no gradient reaches logvar"),
     # gaussian_kl
     Mistake("kl_sign", test="test_gaussian_kl",
@@ -373,6 +374,13 @@ MISTAKES = [
                                                                 'model.decode(mu)'))},
             description="decodes the encoder mean instead of a reparameterised sample"),
     Mistake("library_answer", test="test_gaussian_kl",
-            replaces={"gaussian_kl": 'from dgmcourse.vae import gaussian_kl as _library_kl\n\n\ndef gaussian_kl(mu, logvar):\n    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in nats; (B, d), (B, d) -> (B,)."""\n    return _library_kl(mu, logvar)\n'},
-            description="calls the course library's own implementation of the task (not an answer: the grader gives no points)"),
+            replaces={"gaussian_kl": '''from dgmcourse.vae import gaussian_kl as _library_kl
+
+
+def gaussian_kl(mu, logvar):
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in nats; (B, d), (B, d) -> (B,)."""
+    return _library_kl(mu, logvar)
+'''},
+            description="calls the course library's own implementation of the task "
+                        "(not an answer: the grader gives no points)"),
 ]

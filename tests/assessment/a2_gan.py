@@ -272,35 +272,47 @@ _STEP_OK = '''    fake = G(z)
 
 MISTAKES = [
     # --- discriminator_loss
-    Mistake("d_softplus_signs", test="test_discriminator_loss", replaces={"discriminator_loss": _D_HEAD + _D_CHECK + '''    return F.softplus(real_logits).mean() + F.softplus(-fake_logits).mean()
+    Mistake("d_softplus_signs", test="test_discriminator_loss",
+            replaces={"discriminator_loss": _D_HEAD + _D_CHECK + '''\
+    return F.softplus(real_logits).mean() + F.softplus(-fake_logits).mean()
 '''}, description="softplus signs swapped: rewards D for calling data fake"),
-    Mistake("d_sum_not_mean", test="test_discriminator_loss", replaces={"discriminator_loss": _D_HEAD + _D_CHECK + '''    return F.softplus(-real_logits).sum() + F.softplus(fake_logits).sum()
+    Mistake("d_sum_not_mean", test="test_discriminator_loss",
+            replaces={"discriminator_loss": _D_HEAD + _D_CHECK + '''\
+    return F.softplus(-real_logits).sum() + F.softplus(fake_logits).sum()
 '''}, description="sum over the batch instead of the mean"),
-    Mistake("d_no_value_error", test="test_discriminator_loss", replaces={"discriminator_loss": _D_HEAD + '''    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    Mistake("d_no_value_error", test="test_discriminator_loss",
+            replaces={"discriminator_loss": _D_HEAD + '''\
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 '''}, description="no ValueError when the two shapes differ"),
-    Mistake("d_naive_log", test="test_discriminator_loss", replaces={"discriminator_loss": _D_HEAD + _D_CHECK + '''    return -(torch.log(torch.sigmoid(real_logits)).mean() + torch.log(1 - torch.sigmoid(fake_logits)).mean())
+    Mistake("d_naive_log", test="test_discriminator_loss",
+            replaces={"discriminator_loss": _D_HEAD + _D_CHECK + '''\
+    return -(torch.log(torch.sigmoid(real_logits)).mean() + torch.log(1 - torch.sigmoid(fake_logits)).mean())
 '''}, description="log of sigmoid probabilities: infinite for logits of +-1000"),
     # --- generator_loss
-    Mistake("g_kinds_swapped", test="test_generator_loss", replaces={"generator_loss": _G_HEAD + '''    if kind == "non_saturating":
+    Mistake("g_kinds_swapped", test="test_generator_loss",
+            replaces={"generator_loss": _G_HEAD + '''    if kind == "non_saturating":
         return -F.softplus(fake_logits).mean()
     if kind == "minimax":
         return F.softplus(-fake_logits).mean()
     raise ValueError(f"unknown kind {kind!r}")
 '''}, description="minimax and non-saturating losses swapped"),
-    Mistake("g_minimax_sign", test="test_generator_loss", replaces={"generator_loss": _G_HEAD + '''    if kind == "minimax":
+    Mistake("g_minimax_sign", test="test_generator_loss",
+            replaces={"generator_loss": _G_HEAD + '''    if kind == "minimax":
         return F.softplus(fake_logits).mean()
     if kind == "non_saturating":
         return F.softplus(-fake_logits).mean()
     raise ValueError(f"unknown kind {kind!r}")
 '''}, description="minimax loss -log(1 - D) (the discriminator's term) instead of log(1 - D)"),
-    Mistake("g_naive_log", test="test_generator_loss", replaces={"generator_loss": _G_HEAD + '''    D = torch.sigmoid(fake_logits)
+    Mistake("g_naive_log", test="test_generator_loss",
+            replaces={"generator_loss": _G_HEAD + '''    D = torch.sigmoid(fake_logits)
     if kind == "minimax":
         return torch.log(1 - D).mean()
     if kind == "non_saturating":
         return -torch.log(D).mean()
     raise ValueError(f"unknown kind {kind!r}")
 '''}, description="logs of probabilities: the non-saturating loss is infinite at a logit of -1000"),
-    Mistake("g_no_value_error", test="test_generator_loss", replaces={"generator_loss": _G_HEAD + '''    if kind == "minimax":
+    Mistake("g_no_value_error", test="test_generator_loss",
+            replaces={"generator_loss": _G_HEAD + '''    if kind == "minimax":
         return -F.softplus(fake_logits).mean()
     return F.softplus(-fake_logits).mean()
 '''}, description="any unknown kind silently falls back to the non-saturating loss"),
@@ -347,15 +359,20 @@ def js_divergence(p, q, dx):
     return float(nats / np.log(2))
 ''')}, description="JSD in bits instead of nats"),
     # --- mode_coverage
-    Mistake("mc_sigma_not_3sigma", test="test_mode_coverage", replaces={"mode_coverage": _MC_HEAD + '''    dist, nearest = torch.cdist(samples.double(), means.double()).min(1)
+    Mistake("mc_sigma_not_3sigma", test="test_mode_coverage",
+            replaces={"mode_coverage": _MC_HEAD + '''\
+    dist, nearest = torch.cdist(samples.double(), means.double()).min(1)
     good = dist <= sigma
     return int(torch.unique(nearest[good]).numel()), float(good.double().mean())
 '''}, description="high quality within sigma instead of 3 sigma"),
-    Mistake("mc_no_hq_filter", test="test_mode_coverage", replaces={"mode_coverage": _MC_HEAD + '''    dist, nearest = torch.cdist(samples.double(), means.double()).min(1)
+    Mistake("mc_no_hq_filter", test="test_mode_coverage",
+            replaces={"mode_coverage": _MC_HEAD + '''\
+    dist, nearest = torch.cdist(samples.double(), means.double()).min(1)
     good = dist <= 3 * sigma
     return int(torch.unique(nearest).numel()), float(good.double().mean())
 '''}, description="a mode counts as covered by any sample nearest to it, high quality or not"),
-    Mistake("mc_squared_distance", test="test_mode_coverage", replaces={"mode_coverage": _MC_HEAD + '''    sq = ((samples[:, None, :] - means[None, :, :]) ** 2).sum(-1)
+    Mistake("mc_squared_distance", test="test_mode_coverage",
+            replaces={"mode_coverage": _MC_HEAD + '''    sq = ((samples[:, None, :] - means[None, :, :]) ** 2).sum(-1)
     d2, nearest = sq.min(1)
     good = d2 <= 3 * sigma
     return int(torch.unique(nearest[good]).numel()), float(good.double().mean())
@@ -403,7 +420,8 @@ def js_divergence(p, q, dx):
     Mistake("ring_no_generator_update", test="test_trained_ring", replaces={"train_step": _train_step(
         _STEP_OK.replace("    opt_g.step()\n", ""))},
         description="train_step never calls opt_g.step(): the generator never learns"),
-    Mistake("ring_no_discriminator_step", test="test_trained_ring", replaces={"train_step": _train_step('''    fake = G(z)
+    Mistake("ring_no_discriminator_step", test="test_trained_ring",
+            replaces={"train_step": _train_step('''    fake = G(z)
     with torch.no_grad():
         d_loss = discriminator_loss(D(real), D(fake))
     g_loss = generator_loss(D(fake), "non_saturating")
@@ -423,6 +441,13 @@ def js_divergence(p, q, dx):
     return d_loss.item(), g_loss.item()
 ''')}, description="forgets opt_d.step() and trains G with the minimax loss against the frozen D"),
     Mistake("library_answer", test="test_discriminator_loss",
-            replaces={"discriminator_loss": "import dgmcourse.gan as _gan\n\n\ndef discriminator_loss(real_logits, fake_logits):\n    '''-V(G, D) on a batch, from logits of shape (B,); scalar tensor in nats.'''\n    return _gan.discriminator_loss(real_logits, fake_logits)\n"},
-            description="calls the course library's own implementation of the task (not an answer: the grader gives no points)"),
+            replaces={"discriminator_loss": """import dgmcourse.gan as _gan
+
+
+def discriminator_loss(real_logits, fake_logits):
+    '''-V(G, D) on a batch, from logits of shape (B,); scalar tensor in nats.'''
+    return _gan.discriminator_loss(real_logits, fake_logits)
+"""},
+            description="calls the course library's own implementation of the task "
+                        "(not an answer: the grader gives no points)"),
 ]

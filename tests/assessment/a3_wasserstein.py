@@ -306,11 +306,15 @@ _P2_SAMPLE = '''def sample_p2(model_samples, weight=0.01, generator=None):
 '''
 
 MISTAKES = [
-    Mistake("emd_cost_column_major", test="test_emd_lp", replaces={"emd_lp": _EMD_HEAD + _CHECKS + _CONSTRAINTS + '''    res = linprog(cost.ravel(order="F"), A_eq=np.vstack([leave, arrive]), b_eq=np.concatenate([a, b]),
+    Mistake("emd_cost_column_major", test="test_emd_lp",
+            replaces={"emd_lp": _EMD_HEAD + _CHECKS + _CONSTRAINTS + '''\
+    res = linprog(cost.ravel(order="F"), A_eq=np.vstack([leave, arrive]), b_eq=np.concatenate([a, b]),
                   bounds=(0, None), method="highs")
     return res.fun, res.x.reshape(n, m)
 '''}, description="cost flattened column-major while the constraints index the plan row-major"),
-    Mistake("emd_only_row_constraints", test="test_emd_lp", replaces={"emd_lp": _EMD_HEAD + _CHECKS + _CONSTRAINTS + '''    res = linprog(cost.ravel(), A_eq=leave, b_eq=a, bounds=(0, None), method="highs")
+    Mistake("emd_only_row_constraints", test="test_emd_lp",
+            replaces={"emd_lp": _EMD_HEAD + _CHECKS + _CONSTRAINTS + '''\
+    res = linprog(cost.ravel(), A_eq=leave, b_eq=a, bounds=(0, None), method="highs")
     gamma = res.x.reshape(n, m)
     return float((gamma * cost).sum()), gamma
 '''}, description="only the 'mass leaving each pile' constraints: the arrivals b are never imposed"),
@@ -327,37 +331,49 @@ MISTAKES = [
             description="KL of the disjoint lines taken finite (a Gaussian-like theta^2 / 2)"),
     Mistake("w_without_abs", test="test_closed_form", replaces={"parallel_lines": _lines(w="theta")},
             description="W = theta without the absolute value"),
-    Mistake("w_identity_matching", test="test_w_samples", replaces={"parallel_lines": _lines(body='''    if x.shape != y.shape:
+    Mistake("w_identity_matching", test="test_w_samples",
+            replaces={"parallel_lines": _lines(body='''    if x.shape != y.shape:
         raise ValueError("x and y must have the same shape")
     return float(np.linalg.norm(x - y, axis=1).mean())
 ''')}, description="points matched in the order given (x_i with y_i) instead of by optimal assignment"),
-    Mistake("w_sizes_unchecked", test="test_w_samples", replaces={"parallel_lines": _lines(body='''    distances = cdist(x, y)
+    Mistake("w_sizes_unchecked", test="test_w_samples",
+            replaces={"parallel_lines": _lines(body='''    distances = cdist(x, y)
     rows, cols = linear_sum_assignment(distances)
     return float(distances[rows, cols].mean())
 ''')}, description="no ValueError for samples of different sizes (linear_sum_assignment accepts rectangles)"),
-    Mistake("w_squared_cost_plan", test="test_w_samples", replaces={"parallel_lines": _lines(body='''    if x.shape != y.shape:
+    Mistake("w_squared_cost_plan", test="test_w_samples",
+            replaces={"parallel_lines": _lines(body='''    if x.shape != y.shape:
         raise ValueError("x and y must have the same shape")
     rows, cols = linear_sum_assignment(cdist(x, y, "sqeuclidean"))
     return float(np.linalg.norm(x[rows] - y[cols], axis=1).mean())
 ''')}, description="assignment on squared distances (the W_2 plan), then its Euclidean cost"),
-    Mistake("gp_no_create_graph", test="test_gradient_penalty", replaces={"gradient_penalty": _GP + '''    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    Mistake("gp_no_create_graph", test="test_gradient_penalty",
+            replaces={"gradient_penalty": _GP + '''\
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 '''}, description="torch.autograd.grad without create_graph: the penalty does not train the critic"),
-    Mistake("gp_squared_norm", test="test_gradient_penalty", replaces={"gradient_penalty": _GP + '''    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    Mistake("gp_squared_norm", test="test_gradient_penalty",
+            replaces={"gradient_penalty": _GP + '''\
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1) ** 2).sum(1).mean()
 '''}, description="||grad||^2 instead of (||grad|| - 1)^2"),
-    Mistake("gp_into_fake", test="test_gradient_penalty", replaces={"gradient_penalty": _GP + '''    x_hat = eps * real + (1 - eps) * fake
+    Mistake("gp_into_fake", test="test_gradient_penalty",
+            replaces={"gradient_penalty": _GP + '''    x_hat = eps * real + (1 - eps) * fake
     x_hat.requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 '''}, description="fake not detached: the penalty back-propagates into the generator's samples"),
-    Mistake("gp_batch_norm", test="test_gradient_penalty", replaces={"gradient_penalty": _GP + '''    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    Mistake("gp_batch_norm", test="test_gradient_penalty",
+            replaces={"gradient_penalty": _GP + '''\
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.norm() - 1) ** 2
 '''}, description="one norm of the whole batch's gradient instead of one norm per sample"),
-    Mistake("gp_mean_scores", test="test_gradient_penalty", replaces={"gradient_penalty": _GP + '''    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    Mistake("gp_mean_scores", test="test_gradient_penalty",
+            replaces={"gradient_penalty": _GP + '''\
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).mean(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 '''}, description="gradient of the mean score: every per-sample gradient is divided by the batch size"),
@@ -369,7 +385,8 @@ MISTAKES = [
     \'\'\'log(weight * p(x) + (1 - weight) * 1) for log_p (B,) in nats; uniform noise on [0, 1]^D.\'\'\'
     return torch.log(weight * torch.exp(log_p) + (1 - weight))
 ''' + "\n\n" + _P2_SAMPLE}, description="exponentiates log p: overflows to inf for large log p"),
-    Mistake("p2_weight_on_noise", test="test_p2", replaces={"p2": _P2_LL + "\n\n" + '''def sample_p2(model_samples, weight=0.01, generator=None):
+    Mistake("p2_weight_on_noise", test="test_p2",
+            replaces={"p2": _P2_LL + "\n\n" + '''def sample_p2(model_samples, weight=0.01, generator=None):
     \'\'\'n samples of p2 from n samples of p (n, 1, 8, 8): keep each with probability weight, else uniform noise.\'\'\'
     n = len(model_samples)
     noise = (torch.rand(n, generator=generator) < weight).view(n, *([1] * (model_samples.dim() - 1)))
@@ -379,7 +396,8 @@ MISTAKES = [
 
 # The course library's implementation is not an answer (the test cells' "# Not an answer:" lines).
 MISTAKES += [
-    Mistake("emd_calls_library", test="test_emd_lp", replaces={"emd_lp": _EMD_HEAD + _CHECKS + '''    from dgmcourse import divergences
+    Mistake("emd_calls_library", test="test_emd_lp",
+            replaces={"emd_lp": _EMD_HEAD + _CHECKS + '''    from dgmcourse import divergences
     return divergences.earth_movers_distance(a, b, cost)
 '''}, description="emd_lp hands the problem to dgmcourse.divergences.earth_movers_distance"),
     Mistake("p2_calls_library", test="test_p2", replaces={"p2": '''def p2_log_likelihood(log_p, weight=0.01):
@@ -388,6 +406,22 @@ MISTAKES += [
     return noise_mixture_log_likelihood(log_p, torch.zeros_like(log_p), weight)
 ''' + "\n\n" + _P2_SAMPLE}, description="p2_log_likelihood calls dgmcourse.divergences.noise_mixture_log_likelihood"),
     Mistake("library_answer", test="test_closed_form",
-            replaces={"parallel_lines": 'from dgmcourse.divergences import parallel_lines_divergences, point_cloud_wasserstein\n\n\ndef parallel_lines_closed_form(theta):\n    \'\'\'{"KL": KL(pi || p_theta), "JSD": JSD(pi || p_theta), "W": W(pi, p_theta)} for the parallel lines.\'\'\'\n    return parallel_lines_divergences(theta)\n\n\ndef wasserstein_equal_samples(x, y):\n    \'\'\'Exact W_1 between two samples x (n, d) and y (n, d) with masses 1/n, by optimal assignment.\'\'\'\n    x, y = np.asarray(x, float), np.asarray(y, float)\n    if x.shape != y.shape:\n        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")\n    return float(point_cloud_wasserstein(x, y)[0])\n'},
-            description="calls the course library's own implementation of the task (not an answer: the grader gives no points)"),
+            replaces={"parallel_lines": '''\
+from dgmcourse.divergences import parallel_lines_divergences, point_cloud_wasserstein
+
+
+def parallel_lines_closed_form(theta):
+    \'\'\'{"KL": KL(pi || p_theta), "JSD": JSD(pi || p_theta), "W": W(pi, p_theta)} for the parallel lines.\'\'\'
+    return parallel_lines_divergences(theta)
+
+
+def wasserstein_equal_samples(x, y):
+    \'\'\'Exact W_1 between two samples x (n, d) and y (n, d) with masses 1/n, by optimal assignment.\'\'\'
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
+    return float(point_cloud_wasserstein(x, y)[0])
+'''},
+            description="calls the course library's own implementation of the task "
+                        "(not an answer: the grader gives no points)"),
 ]

@@ -82,7 +82,8 @@ PROPERTIES_LOOPS = '''def jacobian_fd(z0, A, marginals, eps=1e-6):
         plus, minus = np.array(z0, dtype=float), np.array(z0, dtype=float)
         plus[j] += eps
         minus[j] -= eps
-        J[:, j] = (entangle_np(plus[None, :], A, marginals)[0] - entangle_np(minus[None, :], A, marginals)[0]) / (2 * eps)
+        J[:, j] = (entangle_np(plus[None, :], A, marginals)[0]
+                   - entangle_np(minus[None, :], A, marginals)[0]) / (2 * eps)
     return J
 
 
@@ -169,7 +170,8 @@ FACTOR_VAE_VECTORISED = '''def factor_vae(sample_factors, represent, rng, batch_
         z = np.asarray(represent(batches.reshape(n * batch_size, num_factors), rng), dtype=float)
         z = z.reshape(n, batch_size, num_codes)[:, :, keep] / scale[keep]
         winners = np.flatnonzero(keep)[np.argmin(np.var(z, axis=1, ddof=1), axis=1)]
-        return np.bincount(chosen * num_codes + winners, minlength=num_factors * num_codes).reshape(num_factors, num_codes)
+        return np.bincount(chosen * num_codes + winners,
+                           minlength=num_factors * num_codes).reshape(num_factors, num_codes)
 
     majority = np.argmax(vote_matrix(num_train), axis=0)        # code j -> its most voted factor
     test = vote_matrix(num_eval)
@@ -209,7 +211,8 @@ N_CODES = 2000 if SMOKE else 10000
 factors5 = np.stack([rng.integers(0, s, N_CODES) for s in FACTOR_SIZES])      # (5, N_CODES)
 A5 = st.ortho_group.rvs(5, random_state=SEED + 1)                             # a random rotation
 '''
-COLLAPSE_PRINT = '''print(f"MIG perfect {mig_perfect:.3f}   MIG entangled {mig_entangled:.3f}   KS p-values {np.round(ks_entangled, 3)}")'''
+COLLAPSE_PRINT = ('print(f"MIG perfect {mig_perfect:.3f}   MIG entangled {mig_entangled:.3f}   '
+                  'KS p-values {np.round(ks_entangled, 3)}")')
 
 COLLAPSE_SPECIAL = COLLAPSE_GIVEN + '''import scipy.special as sp
 jitter = rng.random((N_CODES, len(FACTOR_SIZES))).T                        # U_k ~ Uniform(0, 1)
@@ -305,7 +308,8 @@ FACTOR_VAE_REF = '''def factor_vae(sample_factors, represent, rng, batch_size=64
     return float(evaluation[classifier, np.arange(len(scale))].sum() / evaluation.sum())
 '''
 
-COLLAPSE_REF = COLLAPSE_GIVEN + '''perfect = st.norm.ppf((factors5 + rng.uniform(size=factors5.shape)) / np.array(FACTOR_SIZES)[:, None])
+COLLAPSE_REF = COLLAPSE_GIVEN + '''\
+perfect = st.norm.ppf((factors5 + rng.uniform(size=factors5.shape)) / np.array(FACTOR_SIZES)[:, None])
 entangled = A5 @ perfect
 mig_perfect, mig_entangled = mig_score(perfect, factors5), mig_score(entangled, factors5)
 ks_entangled = [float(st.kstest(c, "norm").pvalue) for c in entangled]
@@ -338,14 +342,17 @@ MISTAKES = [
             description="the Jacobian with rows and columns swapped (J[j, i] = df_i/dz_j)"),
     Mistake("jacobian_sign", test="test_jacobian",
             replaces={"properties": _swap(PROPERTIES_REF,
-                                          "entangle_np((z0 + eps * e)[None], A, marginals)[0] - entangle_np((z0 - eps * e)[None], A, marginals)[0]",
-                                          "entangle_np((z0 - eps * e)[None], A, marginals)[0] - entangle_np((z0 + eps * e)[None], A, marginals)[0]")},
+                                          "entangle_np((z0 + eps * e)[None], A, marginals)[0] "
+                                          "- entangle_np((z0 - eps * e)[None], A, marginals)[0]",
+                                          "entangle_np((z0 - eps * e)[None], A, marginals)[0] "
+                                          "- entangle_np((z0 + eps * e)[None], A, marginals)[0]")},
             description="central differences f(z - eps) - f(z + eps): the Jacobian's sign flipped"),
     Mistake("jacobian_one_eps", test="test_jacobian",
             replaces={"properties": _swap(PROPERTIES_REF, "/ (2 * eps) for e", "/ eps for e")},
             description="central difference divided by eps instead of 2 eps"),
     Mistake("inverse_with_A", test="test_properties",
-            replaces={"properties": _swap(PROPERTIES_REF, "entangle_np(fz, A.T, marginals)", "entangle_np(fz, A, marginals)")},
+            replaces={"properties": _swap(PROPERTIES_REF, "entangle_np(fz, A.T, marginals)",
+                                          "entangle_np(fz, A, marginals)")},
             description="f^-1 built with A instead of A^T: the round trip does not return z"),
     Mistake("ks_against_normal", test="test_properties",
             replaces={"properties": _swap(PROPERTIES_REF, "st.kstest(fz[:, i], m.cdf)", 'st.kstest(fz[:, i], "norm")')},
@@ -364,29 +371,41 @@ MISTAKES = [
             replaces={"mig": _swap(MIG_REF, "(info[-1] - info[-2]) / mutual_info_score(v, v)", "info[-1] - info[-2]")},
             description="the gap not divided by the factor's entropy H(v_k)"),
     Mistake("mig_raw_codes", test="test_mig",
-            replaces={"mig": _swap(MIG_REF, "discrete = [np.digitize(c, np.histogram(c, num_bins)[1][:-1]) for c in codes]",
+            replaces={"mig": _swap(MIG_REF,
+                                   "discrete = [np.digitize(c, np.histogram(c, num_bins)[1][:-1]) for c in codes]",
                                    "discrete = list(codes)")},
             description="mutual_info_score on the raw continuous codes, without discretisation"),
     Mistake("fvae_no_scale", test="test_factor_vae",
-            replaces={"factor_vae": _swap(FACTOR_VAE_REF, "represent(f, rng)[:, active] / scale[active]", "represent(f, rng)[:, active]")},
+            replaces={"factor_vae": _swap(FACTOR_VAE_REF, "represent(f, rng)[:, active] / scale[active]",
+                                          "represent(f, rng)[:, active]")},
             description="code variances compared without dividing by the global standard deviation"),
     Mistake("fvae_no_pruning", test="test_factor_vae",
-            replaces={"factor_vae": _swap(FACTOR_VAE_REF, "active = np.flatnonzero(scale >= 0.05)", "active = np.arange(len(scale))")},
+            replaces={"factor_vae": _swap(FACTOR_VAE_REF, "active = np.flatnonzero(scale >= 0.05)",
+                                          "active = np.arange(len(scale))")},
             description="inactive (collapsed, s_j < 0.05) codes not pruned"),
     Mistake("fvae_argmax_axis", test="test_factor_vae",
-            replaces={"factor_vae": _swap(FACTOR_VAE_REF, "votes(num_train).argmax(axis=0)", "votes(num_train).argmax(axis=1)")},
+            replaces={"factor_vae": _swap(FACTOR_VAE_REF, "votes(num_train).argmax(axis=0)",
+                                          "votes(num_train).argmax(axis=1)")},
             description="the majority vote taken over codes for each factor (argmax over the wrong axis)"),
     Mistake("fvae_argmax_variance", test="test_factor_vae",
             replaces={"factor_vae": _swap(FACTOR_VAE_REF, "active[np.argmin(codes.var(axis=0, ddof=1))]",
                                           "active[np.argmax(codes.var(axis=0, ddof=1))]")},
             description="votes for the most varying code instead of the least varying one"),
     Mistake("collapse_no_jitter", test="test_collapse",
-            replaces={"collapse": _swap(COLLAPSE_REF, "(factors5 + rng.uniform(size=factors5.shape))", "(factors5 + 0.5)")},
+            replaces={"collapse": _swap(COLLAPSE_REF, "(factors5 + rng.uniform(size=factors5.shape))",
+                                        "(factors5 + 0.5)")},
             description="perfect codes at the bin midpoints (no uniform jitter): not N(0, 1), MIG near 1"),
     Mistake("collapse_rotate_factors", test="test_collapse",
             replaces={"collapse": _swap(COLLAPSE_REF, "entangled = A5 @ perfect", "entangled = A5 @ factors5")},
             description="the raw integer factors rotated instead of the Gaussian codes"),
     Mistake("library_answer", test="test_mig",
-            replaces={"mig": 'import importlib\n\n\ndef mig_score(codes, factors, num_bins=20):\n    \'\'\'Mutual Information Gap of codes (num_codes, N) for integer factors (num_factors, N).\'\'\'\n    return float(importlib.import_module("dgmcourse.disentanglement").mig(codes, factors))\n'},
-            description="calls the course library's own implementation of the task (not an answer: the grader gives no points)"),
+            replaces={"mig": '''import importlib
+
+
+def mig_score(codes, factors, num_bins=20):
+    \'\'\'Mutual Information Gap of codes (num_codes, N) for integer factors (num_factors, N).\'\'\'
+    return float(importlib.import_module("dgmcourse.disentanglement").mig(codes, factors))
+'''},
+            description="calls the course library's own implementation of the task "
+                        "(not an answer: the grader gives no points)"),
 ]

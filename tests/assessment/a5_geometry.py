@@ -347,11 +347,13 @@ MISTAKES = [
             replaces={"geodesic": _edit(_GEODESIC, "    opt.step(closure)\n", "")},
             description="no optimisation step: the straight line in latent coordinates is returned"),
     Mistake("geodesic_adam_default_lr", test="test_geodesic",
-            replaces={"geodesic": _edit(_edit(_GEODESIC, '''opt = torch.optim.LBFGS([inner], max_iter=steps, line_search_fn="strong_wolfe",
+            replaces={"geodesic": _edit(
+                _edit(_GEODESIC,
+                      '''opt = torch.optim.LBFGS([inner], max_iter=steps, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-10, tolerance_change=1e-12)''',
-                                              "opt = torch.optim.Adam([inner])"),
-                                        "    opt.step(closure)\n",
-                                        "    for _ in range(steps):\n        opt.step(closure)\n")},
+                      "opt = torch.optim.Adam([inner])"),
+                "    opt.step(closure)\n",
+                "    for _ in range(steps):\n        opt.step(closure)\n")},
             description="Adam with its default lr 1e-3: 300 steps move a point by 0.3 at most, short of the geodesic"),
     # test_radius
     Mistake("bisection_wrong_end", test="test_radius",
@@ -394,5 +396,6 @@ MISTAKES = [
             description="no ValueError for an odd batch (the halves silently broadcast)"),
     Mistake("library_answer", test="test_omega",
             replaces={"omega": 'from dgmcourse.class_radius import omega_regulariser as omega_sum\n'},
-            description="calls the course library's own implementation of the task (not an answer: the grader gives no points)"),
+            description="calls the course library's own implementation of the task "
+                        "(not an answer: the grader gives no points)"),
 ]

@@ -201,7 +201,8 @@ MISTAKES = [
         mask[c, c] = 1
     return mask
 '''}, description="the rows below the centre are kept instead of the rows above"),
-    Mistake("mask_no_valueerror_even_k", test="test_causal_mask", replaces={"causal_mask": '''def causal_mask(kernel_size, mask_type):
+    Mistake("mask_no_valueerror_even_k", test="test_causal_mask",
+            replaces={"causal_mask": '''def causal_mask(kernel_size, mask_type):
     """(k, k) float mask of zeros and ones for raster-order masked convolutions; type 'A' or 'B'."""
     if mask_type not in ("A", "B"):
         raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
@@ -213,7 +214,8 @@ MISTAKES = [
         mask[c, c] = 1
     return mask
 '''}, description="no ValueError for an even or non-positive kernel size"),
-    Mistake("mask_centre_row_only_left_half", test="test_causal_mask", replaces={"causal_mask": _MASK_HEAD + '''    mask[:c, :c + 1] = 1
+    Mistake("mask_centre_row_only_left_half", test="test_causal_mask",
+            replaces={"causal_mask": _MASK_HEAD + '''    mask[:c, :c + 1] = 1
     mask[c, :c] = 1
     if mask_type == "B":
         mask[c, c] = 1
@@ -247,14 +249,16 @@ MISTAKES = [
     log_p = x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)
     return -log_p.flatten(1).sum(1) / x[0].numel()
 '''}, description="nats per dimension: no division by log 2"),
-    Mistake("bpd_mean_then_divide_by_d", test="test_bits_per_dim", replaces={"bits_per_dim": '''def bits_per_dim(x, logits):
+    Mistake("bpd_mean_then_divide_by_d", test="test_bits_per_dim",
+            replaces={"bits_per_dim": '''def bits_per_dim(x, logits):
     """Exact negative log-likelihood of binary images in bits per dimension; (B,1,H,W), (B,1,H,W) -> (B,)."""
     if not ((x == 0) | (x == 1)).all():
         raise ValueError("x must be binary")
     log_p = x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)
     return -log_p.flatten(1).mean(1) / (x[0].numel() * math.log(2))
 '''}, description="the mean over pixels, then divided by D again"),
-    Mistake("bpd_logits_as_probabilities", test="test_bits_per_dim", replaces={"bits_per_dim": '''def bits_per_dim(x, logits):
+    Mistake("bpd_logits_as_probabilities", test="test_bits_per_dim",
+            replaces={"bits_per_dim": '''def bits_per_dim(x, logits):
     """Exact negative log-likelihood of binary images in bits per dimension; (B,1,H,W), (B,1,H,W) -> (B,)."""
     if not ((x == 0) | (x == 1)).all():
         raise ValueError("x must be binary")
@@ -262,7 +266,8 @@ MISTAKES = [
     log_p = x * torch.log(p) + (1 - x) * torch.log(1 - p)
     return -log_p.flatten(1).sum(1) / (x[0].numel() * math.log(2))
 '''}, description="the logits used as probabilities (clamped into (0, 1))"),
-    Mistake("bpd_unstable_log_sigmoid", test="test_bits_per_dim", replaces={"bits_per_dim": '''def bits_per_dim(x, logits):
+    Mistake("bpd_unstable_log_sigmoid", test="test_bits_per_dim",
+            replaces={"bits_per_dim": '''def bits_per_dim(x, logits):
     """Exact negative log-likelihood of binary images in bits per dimension; (B,1,H,W), (B,1,H,W) -> (B,)."""
     if not ((x == 0) | (x == 1)).all():
         raise ValueError("x must be binary")
@@ -276,7 +281,8 @@ MISTAKES = [
     return -log_p.flatten(1).sum(1) / (x[0].numel() * math.log(2))
 '''}, description="no ValueError for non-binary images"),
 
-    Mistake("sample_threshold", test="test_ancestral_sample", replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
+    Mistake("sample_threshold", test="test_ancestral_sample",
+            replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
     """n binary images (n, 1, H, W) drawn pixel by pixel from an auto-regressive Bernoulli model."""
     h, w = shape
     x = torch.zeros(n, 1, h, w)
@@ -287,7 +293,8 @@ MISTAKES = [
                 x[:, 0, r, c] = (p > 0.5).float()
     return x
 '''}, description="thresholding p > 0.5 instead of sampling"),
-    Mistake("sample_one_pass", test="test_ancestral_sample", replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
+    Mistake("sample_one_pass", test="test_ancestral_sample",
+            replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
     """n binary images (n, 1, H, W) drawn pixel by pixel from an auto-regressive Bernoulli model."""
     h, w = shape
     x = torch.zeros(n, 1, h, w)
@@ -296,7 +303,8 @@ MISTAKES = [
         x = torch.bernoulli(p, generator=generator)
     return x
 '''}, description="every pixel drawn from one forward pass of the empty canvas"),
-    Mistake("sample_column_major", test="test_ancestral_sample", replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
+    Mistake("sample_column_major", test="test_ancestral_sample",
+            replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
     """n binary images (n, 1, H, W) drawn pixel by pixel from an auto-regressive Bernoulli model."""
     h, w = shape
     x = torch.zeros(n, 1, h, w)
@@ -307,7 +315,8 @@ MISTAKES = [
                 x[:, 0, r, c] = torch.bernoulli(p, generator=generator)
     return x
 '''}, description="pixels visited column by column instead of in raster order"),
-    Mistake("sample_ignores_generator", test="test_ancestral_sample", replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
+    Mistake("sample_ignores_generator", test="test_ancestral_sample",
+            replaces={"ancestral_sample": '''def ancestral_sample(model, n, shape=(28, 28), generator=None):
     """n binary images (n, 1, H, W) drawn pixel by pixel from an auto-regressive Bernoulli model."""
     h, w = shape
     x = torch.zeros(n, 1, h, w)
@@ -319,7 +328,8 @@ MISTAKES = [
     return x
 '''}, description="draws from the global random stream: the generator is ignored, samples are not reproducible"),
 
-    Mistake("training_mask_a_shows_centre", test="test_training", replaces={"causal_mask": '''def causal_mask(kernel_size, mask_type):
+    Mistake("training_mask_a_shows_centre", test="test_training",
+            replaces={"causal_mask": '''def causal_mask(kernel_size, mask_type):
     """(k, k) float mask of zeros and ones for raster-order masked convolutions; type 'A' or 'B'."""
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
@@ -338,19 +348,22 @@ MISTAKES = [
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).mean(1)
 '''}, description="the loss and the reported test value in nats per dimension, not bits"),
 
-    Mistake("penalty_not_squared", test="test_contractive_penalty", replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
+    Mistake("penalty_not_squared", test="test_contractive_penalty",
+            replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
     """Squared Frobenius norm of the encoder Jacobian per example; x: (B, ...) -> (B,)."""
     from torch.func import jacrev, vmap
     jac = vmap(jacrev(lambda v: encoder(v.unsqueeze(0)).squeeze(0)))(x)
     return jac.abs().flatten(1).sum(1)
 '''}, description="sum of absolute Jacobian entries instead of their squares"),
-    Mistake("penalty_norm_not_squared", test="test_contractive_penalty", replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
+    Mistake("penalty_norm_not_squared", test="test_contractive_penalty",
+            replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
     """Squared Frobenius norm of the encoder Jacobian per example; x: (B, ...) -> (B,)."""
     from torch.func import jacrev, vmap
     jac = vmap(jacrev(lambda v: encoder(v.unsqueeze(0)).squeeze(0)))(x)
     return jac.flatten(1).norm(dim=1)
 '''}, description="the Frobenius norm, not its square"),
-    Mistake("penalty_finite_differences", test="test_contractive_penalty", replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
+    Mistake("penalty_finite_differences", test="test_contractive_penalty",
+            replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
     """Squared Frobenius norm of the encoder Jacobian per example; x: (B, ...) -> (B,)."""
     eps = 1e-3
     flat = x.flatten(1)
@@ -362,7 +375,8 @@ MISTAKES = [
         total = total + diff.pow(2).sum(1)
     return total
 '''}, description="central finite differences instead of the exact Jacobian"),
-    Mistake("penalty_detached", test="test_contractive_penalty", replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
+    Mistake("penalty_detached", test="test_contractive_penalty",
+            replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
     """Squared Frobenius norm of the encoder Jacobian per example; x: (B, ...) -> (B,)."""
     out = []
     for example in x:
@@ -370,19 +384,28 @@ MISTAKES = [
         out.append(jac.pow(2).sum())
     return torch.stack(out)
 '''}, description="the Jacobian without create_graph: the penalty is not differentiable w.r.t. the encoder"),
-    Mistake("penalty_summed_over_batch", test="test_contractive_penalty", replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
+    Mistake("penalty_summed_over_batch", test="test_contractive_penalty",
+            replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
     """Squared Frobenius norm of the encoder Jacobian per example; x: (B, ...) -> (B,)."""
     from torch.func import jacrev, vmap
     jac = vmap(jacrev(lambda v: encoder(v.unsqueeze(0)).squeeze(0)))(x)
     return jac.pow(2).sum()
 '''}, description="one number for the batch (shape ()) instead of one per example"),
-    Mistake("penalty_gradient_of_code_sum", test="test_contractive_penalty", replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
+    Mistake("penalty_gradient_of_code_sum", test="test_contractive_penalty",
+            replaces={"contractive_penalty": '''def contractive_penalty(encoder, x):
     """Squared Frobenius norm of the encoder Jacobian per example; x: (B, ...) -> (B,)."""
     x = x.detach().requires_grad_(True)
     grad, = torch.autograd.grad(encoder(x).sum(), x, create_graph=True)
     return grad.pow(2).flatten(1).sum(1)
 '''}, description="the gradient of the summed code (sum_j dh_j/dx) squared, not the whole Jacobian"),
     Mistake("library_answer", test="test_causal_mask",
-            replaces={"causal_mask": 'from dgmcourse.autoregressive import causal_mask as _library_mask\n\n\ndef causal_mask(kernel_size, mask_type):\n    """(k, k) float mask of zeros and ones for raster-order masked convolutions; type \'A\' or \'B\'."""\n    return _library_mask(kernel_size, mask_type).float()\n'},
-            description="calls the course library's own implementation of the task (not an answer: the grader gives no points)"),
+            replaces={"causal_mask": '''from dgmcourse.autoregressive import causal_mask as _library_mask
+
+
+def causal_mask(kernel_size, mask_type):
+    """(k, k) float mask of zeros and ones for raster-order masked convolutions; type 'A' or 'B'."""
+    return _library_mask(kernel_size, mask_type).float()
+'''},
+            description="calls the course library's own implementation of the task "
+                        "(not an answer: the grader gives no points)"),
 ]
