@@ -1,0 +1,31 @@
+"""One code style for the library, tests and benchmarks: `ruff check` with the project's configuration
+(pyproject.toml [tool.ruff]: pycodestyle and pyflakes, lines of at most 120 characters; notebooks excluded)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ruff_command() -> list[str]:
+    """The ruff of this interpreter's environment (the pin in requirements.txt), or skip."""
+    if importlib.util.find_spec("ruff") is not None:
+        return [sys.executable, "-m", "ruff"]
+    for name in ("ruff", "ruff.exe"):
+        binary = Path(sys.executable).parent / name
+        if binary.is_file():
+            return [str(binary)]
+    pytest.skip(f"ruff is not installed in {sys.prefix} (pip install -r requirements.txt)")
+
+
+def test_ruff_check_passes():
+    command = _ruff_command() + [
+        "check", "--config", str(ROOT / "pyproject.toml"), "--no-cache", "--output-format", "concise", ".",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"ruff check exited {result.returncode}:\n{result.stdout}{result.stderr}", pytrace=False)
