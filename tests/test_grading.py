@@ -324,6 +324,31 @@ def test_library_answer_behind_a_decorator(tmp_path, answer, verdict):
         assert result["message"].startswith(verdict) and "dgmcourse.autoregressive.sample" in result["message"]
 
 
+CLASS_TEST = ("# Not an answer: dgmcourse.flows.AffineCoupling\nimport torch\n"
+              "z, log_det = couple(torch.ones(3, 2))\nassert z.shape == (3, 2) and log_det.shape == (3,)")
+OWN_COUPLE = "import torch\ndef couple(x):\n    return x * 1.0, torch.zeros(len(x))"
+
+
+@SANDBOX
+@pytest.mark.parametrize("answer, verdict", [
+    (OWN_COUPLE, "passed"),
+    ("import torch\nfrom dgmcourse.flows import AffineCoupling\nlayer = AffineCoupling(torch.tensor([1, 0]))\n"
+     "def couple(x):\n    return layer(x)", "LibraryAnswer"),                 # its forward, through the module call
+    ("import torch, dgmcourse.flows as fl\nlayer = fl.AffineCoupling(torch.tensor([0, 1]))\n"
+     "couple = layer.forward", "LibraryAnswer"),                                # a bound method
+], ids=["own", "module_call", "bound_method"])
+def test_library_answer_of_a_class(tmp_path, answer, verdict):
+    """A class named in ``# Not an answer:`` stands for the methods it defines: calling a library
+    layer's ``forward`` (directly or through ``nn.Module.__call__``) from student code earns nothing."""
+    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
+                                 {"kind": "test", "source": CLASS_TEST, "grade_id": "t"}],
+                                tmp_path, grading.Policy(wall_s=120))
+    result = run["verdicts"]["t"]
+    assert result["passed"] == (verdict == "passed"), result
+    if verdict != "passed":
+        assert result["message"].startswith(verdict) and "dgmcourse.flows.AffineCoupling." in result["message"]
+
+
 @SANDBOX
 def test_optimisers_created_in_a_test_cell_are_not_tampering(tmp_path):
     """torch wraps an optimiser class's step on first use; the harness does that before the

@@ -303,19 +303,42 @@ def _reference_codes(source: str) -> tuple[dict, frozenset]:
     (see NOT_AN_ANSWER). The codes are those of the undecorated functions: a decorator's code
     (``torch.no_grad``'s ``decorate_context``) is shared with every function it decorates,
     students' own included, so it is only skipped when looking for the caller."""
-    import importlib
     codes, wrappers = {}, set()
     for name in reference_names(source):
-        module, _, attr = name.rpartition(".")
         try:
-            chain = _unwrapped(getattr(importlib.import_module(module), attr))
+            value = _resolve(name)
         except (ImportError, AttributeError):
             continue
-        code = getattr(chain[-1], "__code__", None)
-        if code is not None:
-            codes[code] = name
-            wrappers.update(f.__code__ for f in chain[:-1])
+        # a class stands for the methods it defines (e.g. a layer's forward and inverse)
+        members = [(f"{name}.{key}", member) for key, member in vars(value).items()] \
+            if isinstance(value, type) else [(name, value)]
+        for label, member in members:
+            chain = _unwrapped(member)
+            code = getattr(chain[-1], "__code__", None)
+            if code is not None:
+                codes[code] = label
+                wrappers.update(f.__code__ for f in chain[:-1])
+        module_class = getattr(sys.modules.get("torch.nn"), "Module", None)
+        if isinstance(value, type) and module_class is not None and issubclass(value, module_class):
+            # layer(x) reaches forward through nn.Module's call machinery: look past it for the caller
+            wrappers.update(f.__code__ for f in (module_class._call_impl, module_class._wrapped_call_impl))
     return codes, frozenset(wrappers)
+
+
+def _resolve(name: str):
+    """The object a qualified name gives: the longest importable module prefix, then attributes
+    (``dgmcourse.vae.elbo``, ``dgmcourse.flows.AffineCoupling.forward``)."""
+    import importlib
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            value = getattr(value, attr)
+        return value
+    raise ImportError(f"no module in {name}")
 
 
 def _aliases(tree, namespace: dict, bindings: dict, codes: dict) -> list:
@@ -330,6 +353,8 @@ def _aliases(tree, namespace: dict, bindings: dict, codes: dict) -> list:
             value = namespace[node.id]
             if type(value) is functools.partial:
                 value = value.func
+            if type(value) is types.MethodType:  # a bound method of a library class
+                value = value.__func__
             value = _unwrapped(value)[-1]
             if type(value) is types.FunctionType and value.__code__ in codes:
                 found.append(codes[value.__code__])
