@@ -36,6 +36,7 @@ Contents
   ``gan.RING_SIGMA``) and the grid (``gan.grid_means()``, σ = ``gan.GRID_SIGMA``) of
   :mod:`dgmcourse.gan`: :func:`mixture_score`, :func:`noised_mixture_score`,
   :func:`optimal_epsilon`. With them the samplers can be studied without training a network.
+* A small ε-network and its training loop: :class:`EpsMLP`, :func:`train_epsilon_model`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -52,7 +54,7 @@ __all__ = [
     "forward_step", "q_sample", "posterior_mean_var", "predict_x0", "reverse_variances", "reverse_mean",
     "reverse_step", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "epsilon_loss",
     "elbo_weights", "dsm_loss", "geometric_noise_levels", "langevin_dynamics", "annealed_langevin_dynamics",
-    "mixture_score", "noised_mixture_score", "optimal_epsilon",
+    "mixture_score", "noised_mixture_score", "optimal_epsilon", "EpsMLP", "train_epsilon_model",
 ]
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -885,3 +887,108 @@ def optimal_epsilon(xt: torch.Tensor, t, schedule: NoiseSchedule, means: torch.T
     signal, noise_var = _like(alpha_bar, xt), _like(1 - alpha_bar, xt)
     score = _mixture_score(xt, signal.sqrt().unsqueeze(-1) * means, signal * variances + noise_var, log_weights)
     return -noise_var.sqrt() * score
+
+
+# ----------------------------------------------------------------------------- a small network and its training
+
+class EpsMLP(nn.Module):
+    """A noise-prediction network :math:`\\epsilon_\\theta(x_t, t)`: an MLP on ``[x_t, embedding(t)]``.
+
+    The step enters through a sinusoidal embedding (Vaswani et al. 2017, Sec. 3.5, as in Ho et al.
+    2020, Appendix B): ``emb // 2`` frequencies spaced geometrically from 1 to 1000 applied to
+    ``t / T``, as sines and cosines. The image or point is flattened, so the network has no notion of
+    neighbouring pixels (Ho et al. use a U-Net; this is the CPU-sized stand-in of lecture 11).
+
+    Args:
+        shape: the shape of one data point, e.g. ``(2,)`` or ``(1, 14, 14)``.
+        T: number of diffusion steps of the schedule (scales ``t`` to ``[0, 1]``).
+        hidden: width of the hidden layers; ``n_layers``: their number (ReLU).
+        emb: size of the time embedding, even.
+
+    ``forward(x, t)``: ``x (B, *shape)``, ``t (B,)`` integer steps -> ``(B, *shape)``.
+
+    Raises:
+        ValueError: a size not a positive integer, ``emb`` odd, or (in ``forward``) ``x`` not
+            ``(B, *shape)`` or ``t`` not ``(B,)``.
+    """
+
+    def __init__(self, shape, T: int, hidden: int = 128, n_layers: int = 4, emb: int = 32):
+        super().__init__()
+        self.shape = tuple(int(n) for n in shape)
+        for name, value in [("T", T), ("hidden", hidden), ("n_layers", n_layers), ("emb", emb), *(
+                (f"shape[{i}]", n) for i, n in enumerate(self.shape))]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if emb % 2:
+            raise ValueError(f"emb must be even (sines and cosines), got {emb}")
+        self.T, d = T, math.prod(self.shape)
+        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(1000), emb // 2)))
+        layers, width = [], d + emb
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, d))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != len(self.shape) + 1 or tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
+        if t.shape != (len(x),):
+            raise ValueError(f"t must have shape ({len(x)},), got {tuple(t.shape)}")
+        angle = (t.float() / self.T).unsqueeze(1) * self.freqs
+        h = torch.cat([x.flatten(1), torch.sin(angle), torch.cos(angle)], 1)
+        return self.net(h).view(-1, *self.shape)
+
+
+def train_epsilon_model(model: nn.Module, sample_batch: Callable[[], torch.Tensor], schedule: NoiseSchedule,
+                        steps: int, lr: float = 2e-3, ema_decay: float | None = None, progress: bool = True,
+                        desc: str = "L_simple") -> list[float]:
+    """Ho et al. (2020), Algorithm 1: Adam on :func:`epsilon_loss` (L_simple), learning rate decayed
+    linearly from ``lr`` to 0 over ``steps``; optionally an exponential moving average of the weights.
+
+    With ``ema_decay`` = γ the model ends with the average :math:`\\bar\\theta \\leftarrow \\gamma\\bar\\theta
+    + (1-\\gamma)\\theta` updated after every step, in place of the last iterate (Ho et al. 2020, Appendix B,
+    γ = 0.9999 for their long runs): it averages out the noise of the last steps.
+
+    Args:
+        model: the ε-network (e.g. :class:`EpsMLP`), trained in place on its own device.
+        sample_batch: called once per step, returns a fresh data batch ``(B, *shape)`` on the model's device.
+        schedule: the noise schedule.
+        steps: number of Adam steps, positive integer; ``lr``: the initial learning rate, > 0.
+        ema_decay: None (keep the last iterate) or γ in [0, 1).
+        progress: show a tqdm bar (titled ``desc``).
+
+    Returns:
+        the loss of every step (squared error summed over the data dimensions, batch mean).
+
+    Raises:
+        ValueError: ``steps`` not a positive integer, ``lr`` <= 0 or ``ema_decay`` outside [0, 1); as
+            :func:`epsilon_loss` for bad batches.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if ema_decay is not None and not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be None or in [0, 1), got {ema_decay!r}")
+    model.train()
+    average = None if ema_decay is None else [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        loss = epsilon_loss(model, sample_batch(), schedule)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        decay.step()
+        losses.append(loss.item())
+        if average is not None:
+            with torch.no_grad():
+                for a, p in zip(average, model.parameters()):
+                    a.lerp_(p, 1 - ema_decay)
+    if average is not None:
+        with torch.no_grad():
+            for a, p in zip(average, model.parameters()):
+                p.copy_(a)
+    model.eval()
+    return losses

@@ -19,9 +19,11 @@ follows one convention:
 Layers: :class:`ElementwiseAffine` (the simplest flow, ``x ~ N(shift, exp(log_scale)^2)``),
 :class:`AffineCoupling` (RealNVP: fast in both directions), :class:`MAF` (masked autoregressive:
 density in one pass, sampling in ``D`` passes) and :class:`Permutation`; :class:`Flow` stacks them,
-:func:`realnvp_flow` and :func:`maf_flow` build the usual stacks, :func:`train_flow` fits one by
-maximum likelihood. For discrete data (pixels), :func:`dequantize` adds uniform noise and
-:func:`bits_per_dim` turns the flow's density into a bound on the discrete model's bits/dim.
+:func:`realnvp_flow` and :func:`maf_flow` build the usual stacks, :func:`standardize` starts one at
+the data's per-coordinate Gaussian, :func:`train_flow` fits one by maximum likelihood. For discrete
+data (pixels), :func:`dequantize` adds uniform noise, :func:`bits_per_dim` turns the flow's density
+into a bound on the discrete model's bits/dim, and :func:`train_dequantized_flow` trains on fresh
+noise every epoch.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from .evaluation import bits_per_dim as _nats_to_bits_per_dim
 
 __all__ = [
     "checkerboard_mask", "made_masks", "MaskedLinear", "ElementwiseAffine", "AffineCoupling", "MAF",
-    "Permutation", "Flow", "realnvp_flow", "maf_flow", "train_flow", "dequantize", "bits_per_dim",
+    "Permutation", "Flow", "realnvp_flow", "maf_flow", "standardize", "train_flow", "dequantize", "bits_per_dim",
+    "train_dequantized_flow",
 ]
 
 
@@ -433,16 +436,24 @@ class Flow(nn.Module):
         return self.inverse(z.to(tensors[0].device))[0]
 
 
-def realnvp_flow(dim: int, layers: int = 4, hidden: int = 64) -> Flow:
+def realnvp_flow(dim: int, layers: int = 4, hidden: int = 64, image_shape: Sequence[int] | None = None) -> Flow:
     """``layers`` :class:`AffineCoupling` layers with alternating masks (parity 0, 1, 0, ...).
+
+    The masks are :func:`checkerboard_mask` of ``dim`` (coordinates alternate) or, with
+    ``image_shape`` such as ``(28, 28)``, RealNVP's spatial checkerboard on the image flattened in
+    raster order (Dinh et al. 2017, Fig. 3).
 
     Raises:
         ValueError: ``dim`` < 2 (a coupling needs a part to pass through and one to transform),
-            ``layers`` or ``hidden`` not a positive integer.
+            ``layers`` or ``hidden`` not a positive integer, or ``image_shape`` whose sizes do not
+            multiply to ``dim``.
     """
     _check_positive_int(dim, "dim", minimum=2)
     _check_positive_int(layers, "layers")
-    return Flow([AffineCoupling(checkerboard_mask(dim, parity=i % 2), hidden) for i in range(layers)])
+    shape = dim if image_shape is None else tuple(image_shape)
+    if image_shape is not None and math.prod(shape) != dim:
+        raise ValueError(f"image_shape must multiply to dim = {dim}, got {shape}")
+    return Flow([AffineCoupling(checkerboard_mask(shape, parity=i % 2), hidden) for i in range(layers)])
 
 
 def maf_flow(dim: int, layers: int = 4, hidden: int = 64) -> Flow:
@@ -457,6 +468,40 @@ def maf_flow(dim: int, layers: int = 4, hidden: int = 64) -> Flow:
     for _ in range(layers - 1):
         stack += [Permutation(torch.arange(dim - 1, -1, -1)), MAF(dim, hidden)]
     return Flow(stack)
+
+
+def standardize(flow: Flow, x: torch.Tensor) -> Flow:
+    """``flow`` with an :class:`ElementwiseAffine` layer prepended, started at the data's mean and
+    standard deviation per coordinate.
+
+    Before training, the new flow (identity couplings) is the per-coordinate Gaussian
+    ``N(mean(x), diag(std(x)^2))`` (Papamakarios et al. 2021, eq. 2, with the affine map as the
+    first layer), so maximum likelihood starts from data on the base's scale; the first layer is
+    trained with the others. The layers of ``flow`` are shared, not copied.
+
+    Args:
+        flow: a :class:`Flow` of dimension ``D``.
+        x: ``(N, D)`` floating-point data, ``N >= 2`` (e.g. dequantized training data).
+
+    Returns:
+        a new :class:`Flow` ``[ElementwiseAffine, *flow.layers]`` on ``x``'s dtype, on the device of
+        ``flow``'s parameters.
+
+    Raises:
+        ValueError: ``x`` not ``(N, D)`` floating point with ``N >= 2``, or a coordinate with zero
+            standard deviation (its log-scale would be ``-inf``).
+    """
+    _check_batch(x, flow.dim)
+    if len(x) < 2:
+        raise ValueError(f"x needs at least 2 rows for a standard deviation, got {len(x)}")
+    std = x.std(0)
+    if not (std > 0).all():
+        raise ValueError("x has a coordinate with zero standard deviation: standardize cannot start there")
+    first = ElementwiseAffine(flow.dim).to(next(flow.parameters()).device)
+    with torch.no_grad():
+        first.shift.copy_(x.mean(0))
+        first.log_scale.copy_(std.log())
+    return Flow([first, *flow.layers])
 
 
 def train_flow(flow: Flow, x_train: torch.Tensor, x_test: torch.Tensor | None = None, epochs: int = 10,
@@ -586,3 +631,53 @@ def bits_per_dim(log_prob_nats, dims: int, levels: int) -> torch.Tensor:
     _check_positive_int(dims, "dims")
     _check_levels(levels)
     return _nats_to_bits_per_dim(log_prob_nats, dims) + math.log2(levels)
+
+
+def train_dequantized_flow(flow: Flow, x_train: torch.Tensor, levels: int, epochs: int = 10, y_test=None,
+                           batch_size: int = 128, lr: float = 1e-3, device: torch.device | None = None,
+                           generator: torch.Generator | None = None, progress: bool = True) -> dict[str, list[float]]:
+    """Maximum likelihood on discrete data with fresh uniform dequantization noise every epoch.
+
+    Each epoch draws ``y = dequantize(x_train, levels)`` (:func:`dequantize`; Theis et al. 2016,
+    Sec. 3.1; Ho et al. 2019, Sec. 3.1) and runs one epoch of :func:`train_flow` on it (Adam,
+    shuffling seeded with the epoch number); the per-epoch losses are reported in the unit of
+    :func:`bits_per_dim`, an upper bound on the discrete model's bits/dim.
+
+    Args:
+        flow: a :class:`Flow` of dimension ``D``; trained in place and moved to ``device``
+            (default :func:`dgmcourse.device.get_device`).
+        x_train: ``(N, D)`` integers in ``{0, ..., levels - 1}`` (e.g. binary pixels, float dtype).
+        levels: number of discrete values, integer >= 2.
+        epochs, batch_size, lr: optimisation settings (``epochs`` >= 1).
+        y_test: optional ``(M, D)`` *already dequantized* test data (one fixed noise draw, so the
+            test curve does not fluctuate with the noise).
+        generator: optional CPU ``torch.Generator`` for the training noise.
+        progress: tqdm bar over epochs.
+
+    Returns:
+        ``{"train_bpd": [...], "test_bpd": [...]}``: per epoch, the training bound (mean over the
+        epoch's mini-batches) and the test bound after the epoch (empty without ``y_test``), in bits/dim.
+
+    Raises:
+        ValueError: as :func:`dequantize` and :func:`train_flow` (bad ``levels``, values, shapes,
+            ``epochs`` < 1, ...).
+    """
+    _check_positive_int(epochs, "epochs")
+    _check_levels(levels)
+    _check_batch(x_train, flow.dim, "x_train")
+    if y_test is not None:
+        _check_batch(y_test, flow.dim, "y_test")
+    device = device or get_device()
+    history = {"train_bpd": [], "test_bpd": []}
+    bar = tqdm(range(epochs), desc="dequantized flow", disable=not progress)
+    for epoch in bar:
+        y_train = dequantize(x_train, levels, generator=generator)
+        h = train_flow(flow, y_train, epochs=1, batch_size=batch_size, lr=lr, device=device, seed=epoch,
+                       progress=False)
+        history["train_bpd"].append(bits_per_dim(torch.tensor(-h["train_nll"][0]), flow.dim, levels).item())
+        if y_test is not None:
+            with torch.no_grad():
+                log_prob = flow.log_prob(y_test.to(device)).cpu()
+            history["test_bpd"].append(bits_per_dim(log_prob, flow.dim, levels).mean().item())
+        bar.set_postfix(bpd=f"{history['train_bpd'][-1]:.3f}")
+    return history
