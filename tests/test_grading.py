@@ -350,6 +350,24 @@ def test_library_answer_of_a_class(tmp_path, answer, verdict):
 
 
 @SANDBOX
+@pytest.mark.parametrize("student", [
+    "import torch\ndef jac(f, x):\n    return torch.func.vmap(torch.func.jacfwd(f))(x)",
+    "import torch\ndef jac(f, x):\n    return torch.func.jvp(f, (x,), (torch.ones_like(x),))[1][:, :, None]",
+    "import torch\nfrom torch.autograd.functional import jacobian\ndef jac(f, x):\n"
+    "    return torch.stack([jacobian(f, v, strategy='forward-mode', vectorize=True) for v in x])",
+], ids=["jacfwd", "jvp", "forward_mode_strategy"])
+def test_forward_mode_autodiff_in_a_test_cell(tmp_path, student):
+    """Forward mode compiles its decompositions on first use, which reads frames: the harness does
+    that up front whenever a cell names forward mode, so a correct answer built on it passes."""
+    test = ("import torch\nx = torch.linspace(0, 1, 3, dtype=torch.float64)[:, None]\n"
+            "assert torch.allclose(jac(torch.sin, x).flatten(), torch.cos(x).flatten())")
+    run = grading.run_sandboxed([{"kind": "student", "source": student, "grade_id": "sol"},
+                                 {"kind": "test", "source": test, "grade_id": "t"}], tmp_path,
+                                grading.Policy(wall_s=120))
+    assert run["status"] == "ok" and run["verdicts"]["t"]["passed"], run
+
+
+@SANDBOX
 def test_optimisers_created_in_a_test_cell_are_not_tampering(tmp_path):
     """torch wraps an optimiser class's step on first use; the harness does that before the
     library snapshot, so a test that builds L-BFGS or Adam (a geodesic, a training step) passes."""

@@ -31,6 +31,8 @@ _ALWAYS_BLOCKED = ("ctypes.", "gc.get_objects", "gc.get_referrers", "gc.get_refe
                    "sys.settrace", "sys.setprofile", "sys.addaudithook", "sys._current_frames",
                    "cffi.")
 _TEST_FILENAME = "<dgmcourse-test>"
+# Forward-mode autodiff in a cell (student, instructor or test), or dgmcourse.geometry, which uses it
+FORWARD_AD = re.compile(r"jvp|jacfwd|hessian|forward_ad|forward-mode|linearize|geometry")
 
 
 class CellTimeout(BaseException):
@@ -485,7 +487,7 @@ def main() -> None:
         tqdm.tqdm.monitor_interval = 0
     except ImportError:
         pass
-    _warm_up_torch()
+    _warm_up_torch(forward_ad=any(FORWARD_AD.search(c["source"]) for c in job["cells"]))
     from IPython.core.inputtransformer2 import TransformerManager
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
@@ -551,7 +553,7 @@ def main() -> None:
             pass
     exit_(0)
 
-def _warm_up_torch() -> None:
+def _warm_up_torch(forward_ad: bool = True) -> None:
     """Run once, before student code, what torch sets up lazily.
 
     Each optimiser class wraps its ``step`` on first construction: done inside a test cell, the
@@ -560,7 +562,9 @@ def _warm_up_torch() -> None:
     ``torch.autograd.functional.jacobian`` register operator libraries through
     ``torch.library.Library``, which reads ``sys._getframe``. Inside a test cell, with student
     code on the stack, the guard refuses frame requests, so a correct answer built on them
-    would fail; done here, the registration is over before any student code runs.
+    would fail; done here, the registration is over before any student code runs. Forward mode
+    (``jvp``, ``jacfwd``) first compiles its decompositions with ``torch.jit.script`` (0.3 s):
+    done only when ``forward_ad`` (a cell's source names forward mode, see :data:`FORWARD_AD`).
     """
     torch = sys.modules.get("torch")
     if torch is None:
@@ -575,7 +579,8 @@ def _warm_up_torch() -> None:
                 pass
     x = torch.zeros(2, dtype=torch.float64)
     torch.func.vmap(torch.func.jacrev(torch.sin))(x[:, None])
-    torch.func.vmap(torch.func.jacfwd(torch.sin))(x[:, None])
+    if forward_ad:
+        torch.func.vmap(torch.func.jacfwd(torch.sin))(x[:, None])
     torch.autograd.functional.jacobian(torch.sin, x, vectorize=True)
 
 def _outputs(captured, result) -> list:
