@@ -261,6 +261,14 @@ def test_version_and_defaults_in_help(capsys):
 
 
 # --- the course library's own answer is not an answer -------------------------------------------
+def _library_verdict(tmp_path, answer: str, test: str) -> dict:
+    """The verdict of one test cell run after one student cell in the sandbox."""
+    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
+                                 {"kind": "test", "source": test, "grade_id": "t"}],
+                                tmp_path, grading.Policy(wall_s=120))
+    return run["verdicts"]["t"]
+
+
 LIBRARY_TEST = ("# Not an answer: dgmcourse.vae.gaussian_kl\nimport torch\n"
                 "assert torch.allclose(kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))")
 OWN_KL = "import torch\ndef kl(mu, logvar):\n    return 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)"
@@ -283,10 +291,7 @@ OWN_KL = "import torch\ndef kl(mu, logvar):\n    return 0.5 * (mu**2 + logvar.ex
      "Tampering"),                                                            # disabling the check
 ], ids=["own", "allowed_helper", "direct", "alias", "importlib", "copied_code", "tamper"])
 def test_library_answer_earns_nothing(tmp_path, answer, verdict):
-    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
-                                 {"kind": "test", "source": LIBRARY_TEST, "grade_id": "t"}],
-                                tmp_path, grading.Policy(wall_s=120))
-    result = run["verdicts"]["t"]
+    result = _library_verdict(tmp_path, answer, LIBRARY_TEST)
     if verdict == "passed":
         assert result["passed"], result
     else:
@@ -315,10 +320,7 @@ OWN_DRAW = ("import torch\n@torch.no_grad()\ndef draw(model, n, shape):\n    x =
 def test_library_answer_behind_a_decorator(tmp_path, answer, verdict):
     """A library answer decorated with ``@torch.no_grad()`` is recognised by its own code, not by
     the decorator's, which every decorated function shares."""
-    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
-                                 {"kind": "test", "source": DECORATED_TEST, "grade_id": "t"}],
-                                tmp_path, grading.Policy(wall_s=120))
-    result = run["verdicts"]["t"]
+    result = _library_verdict(tmp_path, answer, DECORATED_TEST)
     assert result["passed"] == (verdict == "passed"), result
     if verdict != "passed":
         assert result["message"].startswith(verdict) and "dgmcourse.autoregressive.sample" in result["message"]
@@ -340,10 +342,7 @@ OWN_COUPLE = "import torch\ndef couple(x):\n    return x * 1.0, torch.zeros(len(
 def test_library_answer_of_a_class(tmp_path, answer, verdict):
     """A class named in ``# Not an answer:`` stands for the methods it defines: calling a library
     layer's ``forward`` (directly or through ``nn.Module.__call__``) from student code earns nothing."""
-    run = grading.run_sandboxed([{"kind": "student", "source": answer, "grade_id": "sol"},
-                                 {"kind": "test", "source": CLASS_TEST, "grade_id": "t"}],
-                                tmp_path, grading.Policy(wall_s=120))
-    result = run["verdicts"]["t"]
+    result = _library_verdict(tmp_path, answer, CLASS_TEST)
     assert result["passed"] == (verdict == "passed"), result
     if verdict != "passed":
         assert result["message"].startswith(verdict) and "dgmcourse.flows.AffineCoupling." in result["message"]
