@@ -27,7 +27,8 @@ def test_requirements_pin_the_matched_torch_pair():
 def test_pyproject_agrees_with_requirements():
     requirements = _pins((ROOT / "requirements.txt").read_text().splitlines())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = _pins(project["dependencies"] + project["optional-dependencies"]["test"])
+    declared = _pins(project["dependencies"] + project["optional-dependencies"]["test"]
+                     + project["optional-dependencies"]["site"])
     assert declared == requirements
 
 

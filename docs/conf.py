@@ -1,0 +1,75 @@
+"""Sphinx configuration of the course website (`make site`; see docs/site.md).
+
+Sphinx + myst-nb + the book theme, chosen over Jupyter Book 2 because its whole tool chain is Python
+packages from PyPI: the build needs no Node tool chain and no theme download, so it works offline, and
+myst-nb executes the lectures through jupyter-cache (each lecture runs once; a rebuild re-runs only the
+notebooks that changed). The source directory is the repository root; only the pages named in
+``include_patterns`` are read (never ``solutions/``).
+"""
+
+import os
+import tomllib
+from pathlib import Path
+
+import jupyter_server_mathjax
+from sphinx.util.fileutil import copy_asset
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = bool(os.environ.get("DGMCOURSE_SMOKE"))
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+project = "dgmcourse"
+author = "the dgmcourse authors"
+copyright = "2026, the dgmcourse authors (MIT licence)"
+root_doc = "docs/index"
+include_patterns = ["docs/*.md", "lectures/*.ipynb", "assignments/*/*.ipynb"]
+
+extensions = ["myst_nb"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "html_image"]
+myst_heading_anchors = 3
+suppress_warnings = ["myst.header", "mystnb.unknown_mime_type"]
+
+# Execution: lectures only (the student releases raise NotImplementedError), cached per mode.
+nb_execution_mode = "cache"
+nb_execution_cache_path = str(ROOT / "_build" / ("site-smoke" if SMOKE else "site") / ".jupyter_cache")
+nb_execution_excludepatterns = ["assignments/*/*.ipynb"]
+nb_execution_timeout = 1800
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+# Widgets: the page shows the still image each widget carries (dgmcourse.widgets), not a live widget,
+# whose JavaScript would come from a CDN.
+nb_ipywidgets_js = {}
+nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None),
+                              ("html", "application/vnd.jupyter.widget-state+json", None)]
+
+# Math: MathJax 2 from the jupyter-server-mathjax package, copied into the site (no CDN).
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML"
+mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                               "processEscapes": True}, "showMathMenu": False, "messageStyle": "none"}
+
+html_theme = "sphinx_book_theme"
+html_title = "dgmcourse: deep generative models"
+html_static_path = ["_static"]
+html_css_files = ["dgmcourse.css"]
+html_show_sourcelink = False
+html_theme_options = {
+    "repository_url": REPOSITORY,
+    "repository_branch": "main",
+    "path_to_docs": "",
+    "use_repository_button": True,
+    "launch_buttons": {"binderhub_url": "https://mybinder.org", "colab_url": "https://colab.research.google.com",
+                       "notebook_interface": "jupyterlab"},
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+}
+
+
+def _copy_mathjax(app, exception):
+    if exception is None:
+        source = Path(jupyter_server_mathjax.__file__).parent / "static"
+        copy_asset(str(source), str(Path(app.outdir) / "_static" / "mathjax"))
+
+
+def setup(app):
+    app.connect("build-finished", _copy_mathjax)
