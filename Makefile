@@ -13,6 +13,10 @@ NO_BROWSER ?=
 LAB_ARGS ?=
 # make test PYTEST_ARGS="-k vae"
 PYTEST_ARGS ?=
+# make site SMOKE=1: the website in smoke mode (what the browser tests read); SITE_ARGS="..." to sphinx-build
+SMOKE ?=
+SITE_ARGS ?=
+SITE := _build/$(if $(SMOKE),site-smoke,site)
 # make autograde ASSIGNMENT=a1_vae GRADE_ARGS="--jobs 2"
 ASSIGNMENT ?= a1_vae
 GRADE_ARGS ?=
@@ -20,7 +24,7 @@ GRADE_ARGS ?=
 # nbgrader runs helper programs (alembic) by name: the venv's bin/ must be on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv lab test release exchange autograde benchmarks clean
+.PHONY: venv lab test site release exchange autograde benchmarks clean
 
 venv: $(STAMP)
 
@@ -40,6 +44,12 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The course website (docs/conf.py): lectures executed (full mode; SMOKE=1 for smoke mode) and cached in
+# $(SITE)/.jupyter_cache, so a rebuild re-executes only changed lectures. Open $(SITE)/html/index.html.
+site: $(STAMP)
+	DGMCOURSE_SMOKE=$(SMOKE) $(BIN)/sphinx-build -b html -q -c docs $(SITE_ARGS) . $(SITE)/html
+	@echo "site: $(SITE)/html/index.html"
+
 # Regenerate the student release assignments/<name>/ from every solutions/<name>/.
 release: $(STAMP)
 	for dir in solutions/*/; do $(BIN)/nbgrader generate_assignment "$$(basename $$dir)" --force || exit 1; done
@@ -57,4 +67,4 @@ benchmarks: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) submitted autograded feedback exchange gradebook.db .pytest_cache grading-logs
+	rm -rf $(VENV) _build submitted autograded feedback exchange gradebook.db .pytest_cache grading-logs

@@ -27,7 +27,8 @@ include_patterns = ["docs/*.md", "lectures/*.ipynb", "assignments/*/*.ipynb"]
 extensions = ["myst_nb"]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "html_image"]
 myst_heading_anchors = 3
-suppress_warnings = ["myst.header", "mystnb.unknown_mime_type"]
+# references.md links to its own <a id> anchors, which MyST does not index (the browser tests check them)
+suppress_warnings = ["myst.header", "myst.xref_missing", "mystnb.unknown_mime_type"]
 
 # Execution: lectures only (the student releases raise NotImplementedError), cached per mode.
 nb_execution_mode = "cache"
@@ -43,16 +44,30 @@ nb_ipywidgets_js = {}
 nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None),
                               ("html", "application/vnd.jupyter.widget-state+json", None)]
 
-# Math: MathJax 2 from the jupyter-server-mathjax package, copied into the site (no CDN).
-mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML"
+# Math: MathJax 2 from the jupyter-server-mathjax package (Jupyter's own copy), copied into the site (no CDN).
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+# myst-nb marks notebook pages tex2jax_ignore and their math spans "math": process those only.
 mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
-                               "processEscapes": True}, "showMathMenu": False, "messageStyle": "none"}
+                               "processEscapes": True, "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+                               "processClass": "tex2jax_process|mathjax_process|math|output_area"},
+                   "showMathMenu": False, "messageStyle": "none",
+                    # HTML-CSS output with the STIX-Web fonts the package ships (as the classic Jupyter
+                    # notebook does); no hidden MathML copy, whose styles ask for TeX fonts it lacks
+                    "jax": ["input/TeX", "output/HTML-CSS"], "menuSettings": {"assistiveMML": False},
+                    # (and its font-loading probe names a local font instead of fetching about:blank)
+                    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                                 "imageFont": None,
+                                 "styles": {"@font-face": {"font-family": "MathJax_Blank",
+                                                           "src": "local('MathJax_Blank')"}}}}
 
 html_theme = "sphinx_book_theme"
 html_title = "dgmcourse: deep generative models"
+html_favicon = "_static/favicon.svg"
 html_static_path = ["_static"]
+html_extra_path = ["_extra"]          # index.html: the site root opens docs/index.html
 html_css_files = ["dgmcourse.css"]
 html_show_sourcelink = False
+html_context = {"default_mode": "light"}
 html_theme_options = {
     "repository_url": REPOSITORY,
     "repository_branch": "main",

@@ -62,7 +62,8 @@ def test_takeaways_close_the_lecture(path):
     cells = nbformat.read(path, as_version=4).cells
     headings = [line for c in cells if c.cell_type == "markdown" for line in c.source.splitlines()
                 if line.startswith("## ")]
-    assert headings and re.match(r"## (\d+\. )?Takeaways", headings[-1]), f"last section is {headings[-1:]}, not Takeaways"
+    assert headings and re.match(r"## (\d+\. )?Takeaways", headings[-1]), \
+        f"last section is {headings[-1:]}, not Takeaways"
 
 
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)

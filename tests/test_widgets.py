@@ -53,3 +53,20 @@ def test_latent_explorer_passes_slider_values_on_cpu():
 def test_latent_explorer_rejects_bad_input(kwargs, name):
     with pytest.raises(ValueError, match=name):
         widgets.latent_explorer(_RecordingDecode(), **{"z_dim": 2, "image_shape": (4, 4), **kwargs})
+
+
+def test_latent_explorer_shows_a_still_where_no_widget_manager_runs():
+    """Static renderers (the website) get a PNG of the current view; JupyterLab still gets the live widget."""
+    import base64
+    import io
+    import re
+
+    import matplotlib.image
+
+    box = widgets.latent_explorer(lambda z: torch.full((1, 16), 0.25), z_dim=2, image_shape=(4, 4), device="cpu")
+    bundle = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    png = re.search(r'src="data:image/png;base64,([^"]+)"', bundle["text/html"]).group(1)
+    pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(png)), format="png")
+    assert pixels.shape[:2] == (180, 180) and abs(float(pixels[90, 90, 0]) - 0.25) < 0.01   # gray 0.25 in the middle
+    assert "Run this notebook" in bundle["text/html"] and "z = (0.00, 0.00)" in bundle["text/html"]
