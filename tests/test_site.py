@@ -101,7 +101,8 @@ RAW_TEX = r"""() => {
     const text = body.innerText;
     return ['$$', '\\begin{', '\\(', '\\[', '$\\'].filter(s => text.includes(s));
 }"""
-BROKEN_IMAGES = "() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80))"
+BROKEN_IMAGES = ("() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))"
+                 ".map(i => i.src.slice(0, 80))")
 
 
 def test_every_page_loads_offline_with_math_and_images(site, server, browser):
