@@ -32,6 +32,7 @@ suppress_warnings = ["myst.header", "myst.xref_missing", "mystnb.unknown_mime_ty
 
 # Execution: lectures only (the student releases raise NotImplementedError), cached per mode.
 nb_execution_mode = "cache"
+os.environ["TQDM_DISABLE"] = "1"     # progress bars are widgets: on a static page they would show as text
 nb_execution_cache_path = str(ROOT / "_build" / ("site-smoke" if SMOKE else "site") / ".jupyter_cache")
 nb_execution_excludepatterns = ["assignments/*/*.ipynb"]
 nb_execution_timeout = 1800
