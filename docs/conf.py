@@ -32,7 +32,10 @@ suppress_warnings = ["myst.header", "myst.xref_missing", "mystnb.unknown_mime_ty
 
 # Execution: lectures only (the student releases raise NotImplementedError), cached per mode.
 nb_execution_mode = "cache"
-os.environ["TQDM_DISABLE"] = "1"     # progress bars are widgets: on a static page they would show as text
+# The kernels inherit this environment: progress bars (widgets) would show as text on a static page, and a
+# non-interactive MPLBACKEND (Agg, as pytest sets it) would keep the figures out of the outputs.
+os.environ["TQDM_DISABLE"] = "1"
+os.environ.pop("MPLBACKEND", None)
 nb_execution_cache_path = str(ROOT / "_build" / ("site-smoke" if SMOKE else "site") / ".jupyter_cache")
 nb_execution_excludepatterns = ["assignments/*/*.ipynb"]
 nb_execution_timeout = 1800

@@ -128,7 +128,8 @@ def test_site_root_opens_the_home_page(site, server, browser):
     page.goto(server)
     page.wait_for_url("**/docs/index.html")
     page.wait_for_load_state("load")
-    assert "Course map" in page.inner_text("main") and not page.problems, page.problems
+    problems = [p for p in page.problems if "net::ERR_ABORTED" not in p]   # requests the redirect cut short
+    assert "Course map" in page.inner_text("main") and not problems, problems
     page.close()
 
 
