@@ -1,4 +1,4 @@
-"""Sphinx configuration of the course website (`make site`; see docs/site.md).
+"""Sphinx configuration of the course website (`make site`; see the README).
 
 Sphinx + myst-nb + the book theme, chosen over Jupyter Book 2 because its whole tool chain is Python
 packages from PyPI: the build needs no Node tool chain and no theme download, so it works offline, and
@@ -27,7 +27,7 @@ include_patterns = ["docs/*.md", "lectures/*.ipynb", "assignments/*/*.ipynb"]
 extensions = ["myst_nb"]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "html_image"]
 myst_heading_anchors = 3
-# references.md links to its own <a id> anchors, which MyST does not index (the browser tests check them)
+# references.md links to its own <span id> anchors, which MyST does not index (the browser tests check them)
 suppress_warnings = ["myst.header", "myst.xref_missing", "mystnb.unknown_mime_type"]
 
 # Execution: lectures only (the student releases raise NotImplementedError), cached per mode.
@@ -55,21 +55,20 @@ mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [[
                                "processEscapes": True, "ignoreClass": "tex2jax_ignore|mathjax_ignore",
                                "processClass": "tex2jax_process|mathjax_process|math|output_area"},
                    "showMathMenu": False, "messageStyle": "none",
-                    # HTML-CSS output with the STIX-Web fonts the package ships (as the classic Jupyter
-                    # notebook does); no hidden MathML copy, whose styles ask for TeX fonts it lacks
-                    "jax": ["input/TeX", "output/HTML-CSS"], "menuSettings": {"assistiveMML": False},
-                    # (and its font-loading probe names a local font instead of fetching about:blank)
-                    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
-                                 "imageFont": None,
-                                 "styles": {"@font-face": {"font-family": "MathJax_Blank",
-                                                           "src": "local('MathJax_Blank')"}}}}
+                   # HTML-CSS output with the STIX-Web fonts the package ships (as the classic Jupyter
+                   # notebook does); no hidden MathML copy, whose styles ask for TeX fonts it lacks
+                   "jax": ["input/TeX", "output/HTML-CSS"], "menuSettings": {"assistiveMML": False},
+                   # (and its font-loading probe names a local font instead of fetching about:blank)
+                   "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                                "imageFont": None,
+                                "styles": {"@font-face": {"font-family": "MathJax_Blank",
+                                                          "src": "local('MathJax_Blank')"}}}}
 
 html_theme = "sphinx_book_theme"
 html_title = "dgmcourse: deep generative models"
 html_favicon = "_static/favicon.svg"
 html_static_path = ["_static"]
 html_extra_path = ["_extra"]          # index.html: the site root opens docs/index.html
-html_css_files = ["dgmcourse.css"]
 html_show_sourcelink = False
 html_context = {"default_mode": "light"}
 html_theme_options = {

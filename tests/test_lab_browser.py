@@ -143,8 +143,7 @@ def test_self_learner_runs_lecture_01_and_moves_the_explorer(browser, student_la
 def _validate(page) -> str:
     page.click(".jp-NotebookPanel:not(.lm-mod-hidden) [data-jp-item-name='runAll'] :text('Validate')")
     page.wait_for_selector(".jp-Dialog", timeout=900_000)
-    text = page.inner_text(".jp-Dialog")
-    return text
+    return page.inner_text(".jp-Dialog")
 
 
 def test_student_validates_a1_before_and_after_answering(browser, student_lab):
