@@ -3,11 +3,8 @@ buttons call it): Autograde runs the grading sandbox (nbgrader_config.py registe
 Generate feedback never shows hidden tests or mark schemes."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -16,16 +13,10 @@ import pytest
 from nbgrader.api import Gradebook
 
 from dgmcourse import grading
-from test_grading_support import ENV, make_course, release, solved, submit, visible_text
+from test_grading_support import ENV, jupyter_server, make_course, release, solved, submit, visible_text
 
 pytestmark = [pytest.mark.skipif(not grading.bwrap_available(), reason="needs bubblewrap"),
               pytest.mark.xdist_group("formgrader")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,31 +29,17 @@ def server(tmp_path_factory):
     hostile = solved(course, "tiny")
     hostile.cells[1].source += f"\nopen({str(marker)!r}, 'w').write('escaped the sandbox')\n"
     submit(course, "hostile", "tiny", hostile)
-    port, token = _free_port(), uuid.uuid4().hex
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}"]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=course, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    token = uuid.uuid4().hex
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        with jupyter_server(course, ENV, token, app="server") as base:
+            def post(path):
+                request = urllib.request.Request(f"{base}{path}", data=b"", method="POST",
+                                                 headers={"Authorization": f"token {token}"})
+                return json.load(urllib.request.urlopen(request, timeout=600))
 
-        def post(path):
-            request = urllib.request.Request(f"{base}{path}", data=b"", method="POST",
-                                             headers={"Authorization": f"token {token}"})
-            return json.load(urllib.request.urlopen(request, timeout=600))
-
-        autograded = {s: post(f"/formgrader/api/submission/tiny/{s}/autograde") for s in ("honest", "hostile")}
-        yield {"course": course, "post": post, "marker": marker, "autograded": autograded}
+            autograded = {s: post(f"/formgrader/api/submission/tiny/{s}/autograde") for s in ("honest", "hostile")}
+            yield {"course": course, "post": post, "marker": marker, "autograded": autograded}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         marker.unlink(missing_ok=True)
 
 

@@ -1,14 +1,18 @@
-"""Helpers shared by test_grading.py, test_hostile.py and test_classroom.py (no tests here).
+"""Helpers shared by the grading, classroom, formgrader and JupyterLab tests (no tests here).
 
 Every helper works in a temporary course directory copied from the repository: the repo's
 solutions/, assignments/ and gradebook are never written.
 """
 
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -126,3 +130,29 @@ def visible_text(html_page: str) -> str:
     """The text a reader sees in an HTML page: tags (syntax highlighting spans) removed, entities decoded."""
     import html
     return html.unescape(re.sub(r"<[^>]+>", "", html_page))
+
+
+@contextlib.contextmanager
+def jupyter_server(root: Path, env: dict, token: str, app: str = "lab"):
+    """`jupyter lab` (or `jupyter server`) serving `root` on a free loopback port, like `make lab`;
+    yields its base URL once /api/status answers, and stops the server afterwards."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
+        + (["--allow-root"] if os.geteuid() == 0 else []),
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

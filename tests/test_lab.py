@@ -2,13 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from test_grading_support import ENV, jupyter_server, make_course, nbgrader
 
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = [sys.executable, "-m", "jupyter"]
@@ -21,67 +21,32 @@ def test_lab_extensions_are_installed_and_enabled():
         assert "enabled" in line and "OK" in line, listing
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_lab_serves_the_course_with_formgrader(tmp_path):
-    port, token = _free_port(), "dgmcourse-test"
-    server = subprocess.Popen(
-        JUPYTER + ["lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-                   f"--ServerApp.root_dir={ROOT}"] + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+def test_lab_serves_the_course_with_formgrader():
+    token = "dgmcourse-test"
+    with jupyter_server(ROOT, os.environ, token) as base:
         assert urllib.request.urlopen(f"{base}/lab?token={token}", timeout=10).status == 200
         listing = json.load(urllib.request.urlopen(f"{base}/api/contents/lectures?token={token}", timeout=10))
         assert "01_vae.ipynb" in {item["name"] for item in listing["content"]}
         formgrader = urllib.request.urlopen(f"{base}/formgrader?token={token}", timeout=30)
         assert formgrader.status == 200 and b"formgrader" in formgrader.read().lower()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_student_lab_hides_instructor_tools_and_fetches_and_submits(tmp_path):
     """`make lab` as a student: no formgrader; the Assignments tab's server API lists the
     assignments of the local exchange, fetches one and submits it, and the instructor collects it."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_grading_support import ENV, make_course, nbgrader
-
     course = make_course(tmp_path, ("tiny",))
     (course / "exchange").mkdir(mode=0o777)
     nbgrader(["release_assignment", "tiny"], cwd=course)
-    port, token = _free_port(), "dgmcourse-student"
+    token = "dgmcourse-student"
     home = tmp_path / "home"  # a student's own HOME: nbgrader caches submissions there
     home.mkdir()
-    server = subprocess.Popen(
-        JUPYTER + ["lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-                   f"--ServerApp.root_dir={course}"] + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=course, env={**ENV, "HOME": str(home), "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "student")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+    env = {**ENV, "HOME": str(home), "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "student")}
+    with jupyter_server(course, env, token) as base:
+        def call(path, method="GET"):
+            request = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"token {token}"},
+                                             method=method, data=b"" if method == "POST" else None)
+            return urllib.request.urlopen(request, timeout=120)
 
-    def call(path, method="GET"):
-        request = urllib.request.Request(f"{base}{path}", headers=auth, method=method,
-                                         data=b"" if method == "POST" else None)
-        return urllib.request.urlopen(request, timeout=120)
-
-    try:
-        for _ in range(240):
-            try:
-                call("/api/status")
-                break
-            except OSError:
-                time.sleep(0.5)
         page = call("/lab").read().decode()
         config = page.split('id="jupyter-config-data"')[1].split(">", 1)[1].split("</script>")[0]
         disabled = json.loads(config)["disabledExtensions"]
@@ -99,8 +64,5 @@ def test_student_lab_hides_instructor_tools_and_fetches_and_submits(tmp_path):
         assert (course / "tiny" / "tiny.ipynb").is_file()
         submitted = json.load(call("/assignments/submit?assignment_id=tiny&course_id=dgmcourse", "POST"))
         assert submitted["success"], submitted
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     nbgrader(["collect", "tiny"], cwd=course)
     assert len(list((course / "submitted").glob("*/tiny/tiny.ipynb"))) == 1

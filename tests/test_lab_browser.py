@@ -10,18 +10,15 @@ a copy of the lectures and of the a1 release, in smoke mode; the instructor's vi
 Screenshots of each step go to _build/test-artifacts/lab/ (not committed).
 """
 
-import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from test_grading_support import jupyter_server, solved
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "_build" / "test-artifacts" / "lab"
@@ -49,31 +46,6 @@ def browser():
         chromium.close()
 
 
-@contextlib.contextmanager
-def _lab(root: Path, env: dict):
-    """A JupyterLab server on a free loopback port; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}"]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def student_lab(tmp_path_factory):
     """`make lab` as a student, on copies (JupyterLab autosaves: the committed notebooks stay untouched)."""
@@ -86,7 +58,7 @@ def student_lab(tmp_path_factory):
     env = {**env, "DGMCOURSE_SMOKE": "1", "HOME": str(home),
            "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter" / "student"),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    with _lab(root, env) as base:
+    with jupyter_server(root, env, TOKEN) as base:
         yield base, root
 
 
@@ -147,9 +119,6 @@ def _validate(page) -> str:
 
 
 def test_student_validates_a1_before_and_after_answering(browser, student_lab):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_grading_support import solved
-
     base, root = student_lab
     page = _open_notebook(browser, base, "a1_vae/a1_vae.ipynb")
     failing = _validate(page)
@@ -172,7 +141,7 @@ def test_student_validates_a1_before_and_after_answering(browser, student_lab):
 def test_instructor_formgrader_lists_every_assignment(browser):
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     names = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
-    with _lab(ROOT, env) as base:
+    with jupyter_server(ROOT, env, TOKEN) as base:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/formgrader?token={TOKEN}")
         for name in names:
