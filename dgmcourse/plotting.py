@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 from torchvision.utils import make_grid
 
@@ -61,6 +62,9 @@ def plot_history(history: dict, keys=None, ax=None, xlabel: str = "epoch", ylabe
     for key in keys:
         values = history[key]
         ax.plot(range(1, len(values) + 1), values, label=key, marker="o" if len(values) < 30 else None)
+    # epochs are whole numbers: integer ticks, and room for them also when a (smoke) run has one epoch
+    ax.set_xlim(0.5, max([len(history[k]) for k in keys] + [1]) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend()
