@@ -22,11 +22,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dgmcourse.device import course_seed  # noqa: E402
-from dgmcourse.reports import read_report, run_notebook, write_report  # noqa: E402
+from dgmcourse.device import course_seed
+from dgmcourse.reports import ROOT, read_report, run_notebook, write_report
 
 
 def _run(path: Path, smoke: bool) -> dict:
