@@ -11,11 +11,14 @@ Recipes, thresholds and fixtures were tuned on seeds 100-104, never on the seeds
 Writes benchmarks/reports/assessment.json; with -k, only the assignments whose name contains it
 are measured and replace their entries.
 
-Run: .venv/bin/python benchmarks/assessment.py [-k a2_gan] [--jobs 2] [--seeds 20]
+Run: .venv/bin/python benchmarks/assessment.py [-k a2_gan] [--jobs N] [--seeds 20]
+--jobs defaults to the CPU count divided by the largest thread count (1 on 2 cores): more notebooks than that
+oversubscribe the cores, and PyTorch's OpenMP threads then wait on each other (a2 ran ~5x slower with 2 jobs).
 """
 
 import argparse
 import itertools
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -74,7 +77,8 @@ def variants(name: str, jobs: int, smoke: bool) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-k", default="", help="only assignments whose name contains this")
-    parser.add_argument("--jobs", type=int, default=2, help="notebooks run at a time")
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // max(THREADS)),
+                        help="notebooks run at a time (default: CPU count // largest thread count)")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="reference runs on seeds 0 .. N-1")
     parser.add_argument("--reference-only", action="store_true",
                         help="only the reference runs (tests/test_assessment.py grades the variants)")
