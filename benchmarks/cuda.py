@@ -54,13 +54,13 @@ def main() -> None:
         shown = f"{result['wall_s']:.0f} s" if result["ok"] else f"FAILED: {result['error']}"
         print(f"{result['notebook']}: {shown}", flush=True)
     mode = "smoke" if args.smoke else "full"
+    runs = read_report("cuda").get("runs", {})
     fresh = {(r["notebook"], r["seed"]) for r in results}
-    kept = [r for r in read_report("cuda").get("runs", {}).get(mode, []) if (r["notebook"], r["seed"]) not in fresh]
+    kept = [r for r in runs.get(mode, []) if (r["notebook"], r["seed"]) not in fresh]
     for result in results:
         result.update(gpu=torch.cuda.get_device_name(), jobs=args.jobs, torch=torch.__version__,
                       measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    runs = {**read_report("cuda").get("runs", {}),
-            mode: sorted(kept + results, key=lambda r: (r["notebook"], r["seed"]))}
+    runs[mode] = sorted(kept + results, key=lambda r: (r["notebook"], r["seed"]))
     print(write_report("cuda", {"runs": runs}))
 
 
