@@ -46,8 +46,9 @@ test: $(STAMP)
 
 # The course website (docs/conf.py): lectures executed (full mode; SMOKE=1 for smoke mode) and cached in
 # $(SITE)/.jupyter_cache, so a rebuild re-executes only changed lectures. Open $(SITE)/html/index.html.
+# -j auto executes one lecture per core, each kernel on one thread (OMP_NUM_THREADS=1).
 site: $(STAMP)
-	DGMCOURSE_SMOKE=$(SMOKE) $(BIN)/sphinx-build -b html -q -c docs $(SITE_ARGS) . $(SITE)/html
+	OMP_NUM_THREADS=1 DGMCOURSE_SMOKE=$(SMOKE) $(BIN)/sphinx-build -b html -q -j auto -c docs $(SITE_ARGS) . $(SITE)/html
 	@echo "site: $(SITE)/html/index.html"
 
 # Regenerate the student release assignments/<name>/ from every solutions/<name>/.

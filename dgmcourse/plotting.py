@@ -39,13 +39,15 @@ def show_images(x: torch.Tensor, nrow: int = 8, title: str | None = None, ax=Non
     return ax
 
 
-def plot_history(history: dict, keys=None, ax=None, xlabel: str = "epoch", ylabel: str = "nats"):
-    """Plot training curves from a history dict of equal-length lists.
+def plot_history(history: dict, keys=None, ax=None, xlabel: str = "epoch", ylabel: str = "nats",
+                 labels: dict | None = None):
+    """Plot training curves from a history dict of equal-length lists, one point per epoch (epoch 1 first).
 
     Args:
         history: mapping name -> list of floats (e.g. the output of ``train_vae``).
         keys: names to plot (default: all non-empty entries).
-        ax: matplotlib axes (a new figure when ``None``).
+        ax: matplotlib axes (a new figure when ``None``); curves already there keep their epochs visible.
+        labels: legend text per name (default: the name).
 
     Returns:
         The matplotlib axes.
@@ -59,11 +61,13 @@ def plot_history(history: dict, keys=None, ax=None, xlabel: str = "epoch", ylabe
         raise ValueError(f"keys {missing} are not in history (has {list(history)})")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
+    right = ax.get_xlim()[1] if ax.has_data() else 0.0
     for key in keys:
         values = history[key]
-        ax.plot(range(1, len(values) + 1), values, label=key, marker="o" if len(values) < 30 else None)
+        ax.plot(range(1, len(values) + 1), values, label=(labels or {}).get(key, key),
+                marker="o" if len(values) < 30 else None)
     # epochs are whole numbers: integer ticks, and room for them also when a (smoke) run has one epoch
-    ax.set_xlim(0.5, max([len(history[k]) for k in keys] + [1]) + 0.5)
+    ax.set_xlim(0.5, max([right] + [len(history[k]) + 0.5 for k in keys] + [1.5]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -27,3 +27,11 @@ def test_plot_history_long_runs_have_no_markers_and_epochs_from_1():
 def test_plot_history_names_a_missing_key():
     with pytest.raises(ValueError, match="keys \\['kl'\\] are not in history"):
         plot_history({"loss": [1.0]}, keys=["kl"])
+
+
+def test_plot_history_labels_and_a_second_shorter_run_on_the_same_axes():
+    ax = plot_history({"test_recon": [9.0, 8.0, 7.0, 6.0]}, labels={"test_recon": "linear AE"})
+    plot_history({"test_recon": [5.0, 4.0]}, ax=ax, labels={"test_recon": "non-linear AE"})
+    assert [line.get_label() for line in ax.get_lines()] == ["linear AE", "non-linear AE"]
+    assert ax.get_xlim() == (0.5, 4.5)      # the second call keeps the first run's four epochs in view
+    plt.close(ax.figure)
