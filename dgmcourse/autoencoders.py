@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import jacrev, vmap
 from tqdm.auto import tqdm
 
 from .device import get_device, seed_everything
+from .training import train_epoch
 
 __all__ = ["pca", "pca_reconstruct", "subspace_distance", "Autoencoder", "corrupt", "contractive_penalty",
            "reconstruction_error", "train_autoencoder"]
@@ -284,21 +284,18 @@ def train_autoencoder(model: Autoencoder, x_train: torch.Tensor, x_test: torch.T
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = {"train_loss": [], "train_recon": [], "train_penalty": [], "test_recon": []}
+
+    def losses(idx):
+        x = x_train[idx].to(device)
+        x_in = corrupt(x, noise, noise_level) if noise else x
+        recon = (model(x_in) - x).pow(2).flatten(1).sum(1).mean()
+        penalty = contractive_penalty(model.encoder, x).mean() if contractive > 0 else torch.zeros((), device=device)
+        return {"loss": recon + contractive * penalty, "recon": recon, "penalty": penalty}
+
     for _ in tqdm(range(epochs), desc="train auto-encoder", disable=not progress):
-        sums = np.zeros(3)
-        for idx in torch.randperm(len(x_train)).split(batch_size):
-            x = x_train[idx].to(device)
-            x_in = corrupt(x, noise, noise_level) if noise else x
-            recon = (model(x_in) - x).pow(2).flatten(1).sum(1).mean()
-            penalty = (contractive_penalty(model.encoder, x).mean() if contractive > 0
-                       else torch.zeros((), device=device))
-            loss = recon + contractive * penalty
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            sums += np.array([loss.item(), recon.item(), penalty.item()]) * len(idx)
-        for key, value in zip(("train_loss", "train_recon", "train_penalty"), sums / len(x_train)):
-            history[key].append(float(value))
+        means = train_epoch(optimizer, len(x_train), batch_size, losses)
+        for key in ("loss", "recon", "penalty"):
+            history[f"train_{key}"].append(means[key])
         if x_test is not None:
             history["test_recon"].append(reconstruction_error(model, x_test))
     model.eval()

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .device import get_device, seed_everything
+from .training import train_epoch
 
 __all__ = ["causal_mask", "MaskedConv2d", "PixelCNN", "log_likelihood", "sample", "train_pixelcnn"]
 
@@ -219,14 +220,9 @@ def train_pixelcnn(model: nn.Module, x_train: torch.Tensor, x_test: torch.Tensor
     history = {"train_nll": [], "test_nll": []}
     bar = tqdm(range(epochs), desc="train PixelCNN", disable=not progress)
     for _ in bar:
-        total = 0.0
-        for idx in torch.randperm(len(x_train)).split(batch_size):
-            nll = -log_likelihood(model, x_train[idx]).mean()
-            optimizer.zero_grad()
-            nll.backward()
-            optimizer.step()
-            total += nll.item() * len(idx)
-        history["train_nll"].append(total / len(x_train))
+        means = train_epoch(optimizer, len(x_train), batch_size,
+                            lambda idx: {"loss": -log_likelihood(model, x_train[idx]).mean()})
+        history["train_nll"].append(means["loss"])
         if x_test is not None:
             model.eval()
             with torch.no_grad():

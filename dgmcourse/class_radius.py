@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .device import get_device, seed_everything
 from .evaluation import collision_entropy, renyi_entropy
 from .gan import clip_weights
+from .training import train_epoch
 from .vae import elbo
 
 __all__ = [
@@ -337,7 +338,8 @@ def train_omega_vae(model, x_train: torch.Tensor, lam: float = 30.0, clip: float
 
     Args:
         model: a VAE with ``forward(x) -> (x_logits, mu, logvar, z)`` and ``likelihood``.
-        x_train: ``(N, *x_shape)``; lam: lambda >= 0; clip: weight bound or None;
+        x_train: ``(N, *x_shape)`` (with an odd ``N`` the last example is left out, so every batch pairs up);
+        lam: lambda >= 0; clip: weight bound or None;
         epochs, batch_size (even), lr, seed, device, progress: as in :func:`dgmcourse.vae.train_vae`.
 
     Returns:
@@ -355,24 +357,19 @@ def train_omega_vae(model, x_train: torch.Tensor, lam: float = 30.0, clip: float
         clip_weights(model, clip)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = {"train_elbo": [], "omega": []}
+    x_train = x_train[: len(x_train) // 2 * 2]      # every batch then pairs up: an odd last example is left out
+
+    def losses(idx):
+        x = x_train[idx].to(device)
+        x_logits, mu, logvar, _ = model(x)
+        value = elbo(x, x_logits, mu, logvar, model.likelihood)[0].sum()
+        reg = omega_regulariser(x, mu)
+        return {"loss": -value + lam * reg, "elbo": value / len(idx), "omega": reg / (len(idx) // 2)}
+
     for _ in tqdm(range(epochs), desc=f"train VAE (lambda={lam:g})", disable=not progress):
-        total_elbo, total_omega, count = 0.0, 0.0, 0
-        for idx in torch.randperm(len(x_train)).split(batch_size):
-            if len(idx) % 2:
-                idx = idx[:-1]
-            if len(idx) < 2:
-                continue
-            x = x_train[idx].to(device)
-            x_logits, mu, logvar, _ = model(x)
-            value = elbo(x, x_logits, mu, logvar, model.likelihood)[0].sum()
-            reg = omega_regulariser(x, mu)
-            opt.zero_grad()
-            (-value + lam * reg).backward()
-            opt.step()
-            if clip is not None:
-                clip_weights(model, clip)
-            total_elbo, total_omega, count = total_elbo + value.item(), total_omega + reg.item(), count + len(idx)
-        history["train_elbo"].append(total_elbo / count)
-        history["omega"].append(2 * total_omega / count)
+        means = train_epoch(opt, len(x_train), batch_size, losses,
+                            after_step=None if clip is None else lambda: clip_weights(model, clip))
+        history["train_elbo"].append(means["elbo"])
+        history["omega"].append(means["omega"])
     model.eval()
     return history

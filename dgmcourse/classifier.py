@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .data import data_dir, load_mnist
 from .device import get_device
+from .training import train_epoch
 
 CACHE_NAME = "mnist_classifier.pt"
 FEATURE_DIM = 128
@@ -85,11 +86,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int = 10, batch_s
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in tqdm(range(epochs), desc="train MNIST classifier", disable=not progress):
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_epoch(opt, len(x), batch_size,
+                    lambda idx: {"loss": F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))}, generator=gen)
     return model.eval()
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .device import get_device, seed_everything
+from .training import train_epoch
 from .evaluation import bits_per_dim as _nats_to_bits_per_dim
 
 __all__ = [
@@ -537,14 +538,9 @@ def train_flow(flow: Flow, x_train: torch.Tensor, x_test: torch.Tensor | None = 
     history = {"train_nll": [], "test_nll": []}
     bar = tqdm(range(epochs), desc="train flow", disable=not progress)
     for _ in bar:
-        total = 0.0
-        for idx in torch.randperm(len(x_train)).split(batch_size):
-            nll = -flow.log_prob(x_train[idx].to(device)).mean()
-            optimizer.zero_grad()
-            nll.backward()
-            optimizer.step()
-            total += nll.item() * len(idx)
-        history["train_nll"].append(total / len(x_train))
+        means = train_epoch(optimizer, len(x_train), batch_size,
+                            lambda idx: {"loss": -flow.log_prob(x_train[idx].to(device)).mean()})
+        history["train_nll"].append(means["loss"])
         if x_test is not None:
             with torch.no_grad():
                 history["test_nll"].append(-flow.log_prob(x_test.to(device)).mean().item())

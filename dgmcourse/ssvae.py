@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .device import get_device, seed_everything
+from .training import train_epoch
 from .vae import gaussian_kl, log_likelihood, reparameterize
 
 __all__ = ["mlp_classifier", "M2", "labelled_subset", "m2_loss", "accuracy", "train_m2", "train_labels_only"]
@@ -275,20 +276,16 @@ def train_m2(model: M2, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     keys = ("loss", "labelled", "unlabelled", "cross_entropy")
     history = {k: [] for k in keys} | {"test_accuracy": []}
+
+    def losses(idx):
+        lab = torch.randint(len(x_l), (labelled_batch,))
+        loss, parts = m2_loss(model, x_l[lab].to(device), y_l[lab].to(device), x_u[idx].to(device), alpha)
+        return parts | {"loss": loss}
+
     for _ in tqdm(range(epochs), desc="train M2", disable=not progress):
-        sums, steps = dict.fromkeys(keys, 0.0), 0
-        for idx in torch.randperm(len(x_u)).split(batch_size):
-            lab = torch.randint(len(x_l), (labelled_batch,))
-            loss, parts = m2_loss(model, x_l[lab].to(device), y_l[lab].to(device), x_u[idx].to(device), alpha)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            parts["loss"] = loss.item()
-            for k in keys:
-                sums[k] += parts[k]
-            steps += 1
+        means = train_epoch(optimizer, len(x_u), batch_size, losses)
         for k in keys:
-            history[k].append(sums[k] / steps)
+            history[k].append(means[k])
         if x_test is not None:
             history["test_accuracy"].append(accuracy(model.classifier, x_test, y_test))
     model.eval()

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dgmcourse.device import get_device, seed_everything
+from dgmcourse.training import train_epoch
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2 * math.pi)
@@ -316,18 +317,15 @@ def train_vae(model: VAE, x_train: torch.Tensor, x_test: torch.Tensor | None = N
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = {"train_elbo": [], "train_recon": [], "train_kl": [], "test_elbo": []}
     bar = tqdm(range(epochs), desc="train VAE", disable=not progress)
+
+    def losses(idx):
+        value, recon, kl = model.elbo(x_train[idx].to(device), beta)
+        return {"loss": -value.mean(), "elbo": value.mean(), "recon": recon.mean(), "kl": kl.mean()}
+
     for _ in bar:
-        sums, count = torch.zeros(3), 0
-        for idx in torch.randperm(len(x_train)).split(batch_size):
-            x = x_train[idx].to(device)
-            value, recon, kl = model.elbo(x, beta)
-            optimizer.zero_grad()
-            (-value.mean()).backward()
-            optimizer.step()
-            sums += torch.stack([value.sum(), recon.sum(), kl.sum()]).detach().cpu()
-            count += len(idx)
-        for key, total in zip(("train_elbo", "train_recon", "train_kl"), sums / count):
-            history[key].append(total.item())
+        means = train_epoch(optimizer, len(x_train), batch_size, losses)
+        for key in ("elbo", "recon", "kl"):
+            history[f"train_{key}"].append(means[key])
         if x_test is not None:
             history["test_elbo"].append(evaluate_elbo(model, x_test, beta))
         bar.set_postfix(elbo=f"{history['train_elbo'][-1]:.1f}")
