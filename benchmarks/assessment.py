@@ -8,10 +8,11 @@ For every assignment (dgmcourse.assessment; fixtures in tests/assessment/):
   correct alternatives at full marks (target 100 %), mistakes that lose their target cell's points
   (target >= 95 %), each uncaught mistake named.
 Recipes, thresholds and fixtures were tuned on seeds 100-104, never on the seeds reported here.
-Writes benchmarks/reports/assessment.json; with -k, only the assignments whose name contains it
-are measured and replace their entries.
+Writes benchmarks/reports/assessment.json: per assignment, "reference" and "variants", each with the time
+it was measured; a run replaces the parts it measures (with -k, of the assignments whose name contains it,
+--reference-only or --variants-only, one part) and keeps the others.
 
-Run: .venv/bin/python benchmarks/assessment.py [-k a2_gan] [--jobs N] [--seeds 20]
+Run: .venv/bin/python benchmarks/assessment.py [-k a2_gan] [--jobs N] [--seeds 20] [--reference-only | --variants-only]
 --jobs defaults to the CPU count divided by the largest thread count (1 on 2 cores): more notebooks than that
 oversubscribe the cores, and PyTorch's OpenMP threads then wait on each other (a2 ran ~5x slower with 2 jobs).
 """
@@ -80,23 +81,30 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // max(THREADS)),
                         help="notebooks run at a time (default: CPU count // largest thread count)")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="reference runs on seeds 0 .. N-1")
-    parser.add_argument("--reference-only", action="store_true",
-                        help="only the reference runs (tests/test_assessment.py grades the variants)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--reference-only", action="store_true", help="only the reference runs")
+    only.add_argument("--variants-only", action="store_true", help="only the alternatives and mistakes")
     parser.add_argument("--smoke-variants", action="store_true",
                         help="grade alternatives and mistakes in smoke mode (default: full mode)")
     args = parser.parse_args()
     names = [p.name for p in sorted((ROOT / "solutions").iterdir())
              if list(p.glob("*.ipynb")) and args.k in p.name]
-    results = dict(read_report("assessment").get("assignments", {})) if args.k else {}
+    results = {name: entry for name, entry in read_report("assessment").get("assignments", {}).items()
+               if (ROOT / "solutions" / name).is_dir()}
     for name in names:
-        start = time.monotonic()
-        graded = {} if args.reference_only else variants(name, args.jobs, args.smoke_variants)
-        results[name] = {"reference": reference(name, args.jobs, args.seeds), **graded,
-                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        results[name]["time_s"] = round(time.monotonic() - start, 1)
-        r = results[name]
-        tqdm.write(f"{name}: reference {min([t['pass_rate'] for t in r['reference']['tests'].values()] or [1]):.0%} "
-                   f"(worst test)" + ("" if args.reference_only else f", alternatives {r['alternatives']['rate']:.0%}, "
-                                      f"mistakes caught {r['mistakes']['rate']:.0%}"))
+        entry = results.setdefault(name, {})
+        parts = {"reference": lambda: reference(name, args.jobs, args.seeds),
+                 "variants": lambda: variants(name, args.jobs, args.smoke_variants)}
+        for part, measure in parts.items():
+            if (part == "reference" and args.variants_only) or (part == "variants" and args.reference_only):
+                continue
+            start = time.monotonic()
+            entry[part] = {**measure(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "time_s": round(time.monotonic() - start, 1)}
+        worst = min([t["pass_rate"] for t in entry.get("reference", {}).get("tests", {}).values()] or [1])
+        graded = entry.get("variants")
+        tqdm.write(f"{name}: reference {worst:.0%} (worst test)" + (
+            f", alternatives {graded['alternatives']['rate']:.0%}, mistakes caught {graded['mistakes']['rate']:.0%}"
+            if graded else ""))
     targets = {"reference_pass_rate": 1.0, "alternatives_full_marks": 1.0, "mistakes_caught": 0.95}
     print(write_report("assessment", {"targets": targets, "assignments": dict(sorted(results.items()))}))
