@@ -91,15 +91,15 @@ if __name__ == "__main__":
              if list(p.glob("*.ipynb")) and args.k in p.name]
     results = {name: entry for name, entry in read_report("assessment").get("assignments", {}).items()
                if (ROOT / "solutions" / name).is_dir()}
+    parts = {"reference": lambda name: reference(name, args.jobs, args.seeds),
+             "variants": lambda name: variants(name, args.jobs, args.smoke_variants)}
+    if args.reference_only or args.variants_only:
+        del parts["variants" if args.reference_only else "reference"]
     for name in names:
         entry = results.setdefault(name, {})
-        parts = {"reference": lambda: reference(name, args.jobs, args.seeds),
-                 "variants": lambda: variants(name, args.jobs, args.smoke_variants)}
         for part, measure in parts.items():
-            if (part == "reference" and args.variants_only) or (part == "variants" and args.reference_only):
-                continue
             start = time.monotonic()
-            entry[part] = {**measure(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            entry[part] = {**measure(name), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "time_s": round(time.monotonic() - start, 1)}
         worst = min([t["pass_rate"] for t in entry.get("reference", {}).get("tests", {}).values()] or [1])
         graded = entry.get("variants")
