@@ -27,8 +27,7 @@ from torch import nn
 from torch.func import jacrev, vmap
 from tqdm.auto import tqdm
 
-from .device import get_device, seed_everything
-from .training import train_epoch
+from .training import start_training, train_epoch
 
 __all__ = ["pca", "pca_reconstruct", "subspace_distance", "Autoencoder", "corrupt", "contractive_penalty",
            "reconstruction_error", "train_autoencoder"]
@@ -279,10 +278,7 @@ def train_autoencoder(model: Autoencoder, x_train: torch.Tensor, x_test: torch.T
         raise ValueError(f"contractive must be >= 0, got {contractive}")
     if noise is not None:
         corrupt(x_train[:1], noise, noise_level)  # validates kind and level
-    seed_everything(seed)
-    device = device or get_device()
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    device, optimizer = start_training(model, lr, seed, device)
     history = {"train_loss": [], "train_recon": [], "train_penalty": [], "test_recon": []}
 
     def losses(idx):

@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .device import get_device, seed_everything
-from .training import train_epoch
+from .training import start_training, train_epoch
 
 __all__ = ["causal_mask", "MaskedConv2d", "PixelCNN", "log_likelihood", "sample", "train_pixelcnn"]
 
@@ -213,10 +212,7 @@ def train_pixelcnn(model: nn.Module, x_train: torch.Tensor, x_test: torch.Tensor
     _check_binary(x_train, "x_train")
     if x_test is not None:
         _check_binary(x_test, "x_test")
-    seed_everything(seed)
-    device = device or get_device()
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    device, optimizer = start_training(model, lr, seed, device)
     history = {"train_nll": [], "test_nll": []}
     bar = tqdm(range(epochs), desc="train PixelCNN", disable=not progress)
     for _ in bar:

@@ -34,10 +34,9 @@ from scipy import integrate
 from scipy.stats import norm
 from tqdm.auto import tqdm
 
-from .device import get_device, seed_everything
 from .evaluation import collision_entropy, renyi_entropy
 from .gan import clip_weights
-from .training import train_epoch
+from .training import start_training, train_epoch
 from .vae import elbo
 
 __all__ = [
@@ -350,12 +349,9 @@ def train_omega_vae(model, x_train: torch.Tensor, lam: float = 30.0, clip: float
     """
     if lam < 0 or epochs < 1 or batch_size < 2 or batch_size % 2:
         raise ValueError(f"need lam >= 0, epochs >= 1 and an even batch_size >= 2; got {lam}, {epochs}, {batch_size}")
-    seed_everything(seed)
-    device = device or get_device()
-    model.to(device).train()
+    device, opt = start_training(model, lr, seed, device)
     if clip is not None:
         clip_weights(model, clip)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = {"train_elbo": [], "omega": []}
     x_train = x_train[: len(x_train) // 2 * 2]      # every batch then pairs up: an odd last example is left out
 

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dgmcourse.device import get_device, seed_everything
-from dgmcourse.training import train_epoch
+from dgmcourse.training import start_training, train_epoch
 from dgmcourse.vae import log_likelihood
 
 ESTIMATORS = ("reinforce", "reinforce_loo", "gumbel_softmax", "straight_through")
@@ -246,11 +245,8 @@ def train_bernoulli_vae(model: BernoulliVAE, x_train: torch.Tensor, estimator: s
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     model._check_x(x_train)
-    seed_everything(seed)
-    device = device or get_device()
-    model.to(device).train()
+    device, optimizer = start_training(model, lr, seed, device)
     x_train = x_train.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = {"train_elbo": []}
     bar = tqdm(range(epochs), desc=f"train Bernoulli VAE ({estimator})", disable=not progress)
     for _ in bar:

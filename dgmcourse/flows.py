@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .device import get_device, seed_everything
-from .training import train_epoch
+from .device import get_device
+from .training import start_training, train_epoch
 from .evaluation import bits_per_dim as _nats_to_bits_per_dim
 
 __all__ = [
@@ -531,10 +531,7 @@ def train_flow(flow: Flow, x_train: torch.Tensor, x_test: torch.Tensor | None = 
     _check_batch(x_train, flow.dim, "x_train")
     if x_test is not None:
         _check_batch(x_test, flow.dim, "x_test")
-    seed_everything(seed)
-    device = device or get_device()
-    flow.to(device).train()
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    device, optimizer = start_training(flow, lr, seed, device)
     history = {"train_nll": [], "test_nll": []}
     bar = tqdm(range(epochs), desc="train flow", disable=not progress)
     for _ in bar:

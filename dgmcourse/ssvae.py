@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .device import get_device, seed_everything
-from .training import train_epoch
+from .training import start_training, train_epoch
 from .vae import gaussian_kl, log_likelihood, reparameterize
 
 __all__ = ["mlp_classifier", "M2", "labelled_subset", "m2_loss", "accuracy", "train_m2", "train_labels_only"]
@@ -270,10 +269,7 @@ def train_m2(model: M2, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
         raise ValueError("need epochs, batch_size, labelled_batch >= 1 and lr > 0")
     if len(x_l) != len(y_l):
         raise ValueError(f"x_l and y_l must have the same length, got {len(x_l)} and {len(y_l)}")
-    seed_everything(seed)
-    device = device or get_device()
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    device, optimizer = start_training(model, lr, seed, device)
     keys = ("loss", "labelled", "unlabelled", "cross_entropy")
     history = {k: [] for k in keys} | {"test_accuracy": []}
 
@@ -308,10 +304,7 @@ def train_labels_only(classifier: nn.Module, x_l: torch.Tensor, y_l: torch.Tenso
         raise ValueError(f"need epochs >= 1 and lr > 0, got {epochs}, {lr}")
     if len(x_l) != len(y_l):
         raise ValueError(f"x_l and y_l must have the same length, got {len(x_l)} and {len(y_l)}")
-    seed_everything(seed)
-    device = device or get_device()
-    classifier.to(device).train()
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    device, optimizer = start_training(classifier, lr, seed, device, weight_decay=weight_decay)
     x, y = x_l.to(device), y_l.to(device)
     history = {"cross_entropy": [], "test_accuracy": []}
     for _ in range(epochs):

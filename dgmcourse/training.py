@@ -2,7 +2,8 @@
 
 ``train_vae``, ``train_autoencoder``, ``train_pixelcnn``, ``train_flow``, ``train_m2``, ``train_omega_vae`` and
 ``train_classifier`` differ in their loss and in what they record; the loop over shuffled minibatches (minibatch
-stochastic gradient descent: Goodfellow, Bengio & Courville, *Deep Learning*, 2016, Algorithm 8.1) is this one.
+stochastic gradient descent: Goodfellow, Bengio & Courville, *Deep Learning*, 2016, Algorithm 8.1) is this one, and
+the set-up before it (seed, device, Adam) is :func:`start_training`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,34 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from dgmcourse.device import get_device, seed_everything
+
+
+def start_training(model: torch.nn.Module, lr: float, seed: int = 0, device: torch.device | None = None,
+                   **adam_options) -> tuple[torch.device, torch.optim.Adam]:
+    """The set-up every course trainer does before its first epoch, in this order.
+
+    :func:`dgmcourse.device.seed_everything` ``(seed)`` (initialisation was done by the caller; shuffles, sampling and
+    dropout from here on are reproducible), the model moved to ``device`` (default
+    :func:`dgmcourse.device.get_device`) and put in training mode, and Adam (Kingma & Ba 2015) over its parameters.
+
+    Args:
+        model: the module to train; lr: Adam's learning rate, > 0; seed: the course seed.
+        device: where to train; adam_options: other ``torch.optim.Adam`` arguments (e.g. ``weight_decay``).
+
+    Returns:
+        ``(device, optimizer)``.
+
+    Raises:
+        ValueError: if ``lr`` <= 0.
+    """
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    seed_everything(seed)
+    device = device or get_device()
+    model.to(device).train()
+    return device, torch.optim.Adam(model.parameters(), lr=lr, **adam_options)
 
 
 def train_epoch(optimizer: torch.optim.Optimizer, n: int, batch_size: int,

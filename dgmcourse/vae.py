@@ -20,8 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dgmcourse.device import get_device, seed_everything
-from dgmcourse.training import train_epoch
+from dgmcourse.training import start_training, train_epoch
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2 * math.pi)
@@ -311,10 +310,7 @@ def train_vae(model: VAE, x_train: torch.Tensor, x_test: torch.Tensor | None = N
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     model._check_x(x_train)
-    seed_everything(seed)
-    device = device or get_device()
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    device, optimizer = start_training(model, lr, seed, device)
     history = {"train_elbo": [], "train_recon": [], "train_kl": [], "test_elbo": []}
     bar = tqdm(range(epochs), desc="train VAE", disable=not progress)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dgmcourse.training import train_epoch
+from dgmcourse.training import start_training, train_epoch
 
 
 def test_train_epoch_visits_every_example_once_in_randperm_order_and_steps_once_per_batch():
@@ -44,3 +44,17 @@ def test_train_epoch_rejects_bad_sizes_and_a_missing_loss():
         train_epoch(optimizer, 4, 0, lambda idx: {"loss": w})
     with pytest.raises(ValueError, match="'loss' entry, got keys \\['nll'\\]"):
         train_epoch(optimizer, 4, 2, lambda idx: {"nll": w})
+
+
+def test_start_training_seeds_moves_and_builds_adam():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).eval()
+    device, optimizer = start_training(model, 0.01, seed=7, device=torch.device("cpu"), weight_decay=0.1)
+    first = torch.rand(3)
+    start_training(model, 0.01, seed=7, device=torch.device("cpu"))
+    assert torch.equal(first, torch.rand(3))          # seeded: the draws after set-up repeat
+    assert device == torch.device("cpu") and model.training
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["lr"] == 0.01 and optimizer.param_groups[0]["weight_decay"] == 0.1
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        start_training(model, 0.0)
