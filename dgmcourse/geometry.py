@@ -26,6 +26,11 @@ training latents. The expected metric of ``x = mu(z) + sigma(z) * eps`` is
 ``J_mu^T J_mu + J_sigma^T J_sigma``, which is the pullback metric of the deterministic map
 ``z -> [mu(z), sigma(z)]`` (:func:`stochastic_decoder`), so every function here applies to it.
 
+Ramirez et al.'s poster concludes that "the jacobian should be intervened during the VAE's training":
+:func:`jacobian_penalty` is a differentiable penalty on ``G`` (towards a scaled identity, the flat-manifold
+regulariser of Chen et al. 2020) and :func:`train_vae_with_jacobian_penalty` adds it to the ELBO at
+interpolations of pairs of encodings, i.e. *between* the data (the mixing of Verma et al. 2019, Manifold Mixup).
+
 Units: latent and image-space Euclidean distances (pixel intensities for images in [0, 1]).
 Decoders must be pure, differentiable torch functions of a batch ``(B, d) -> (B, ...)`` that
 treat samples independently (modules in eval mode: no batch-norm statistics).
@@ -38,10 +43,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dgmcourse.training import start_training, train_epoch
+
 __all__ = [
     "decoder_jacobian", "pullback_metric", "magnification_factor", "local_lipschitz", "condition_number",
     "metric_heatmaps", "curve_length", "curve_energy", "straight_line", "geodesic",
-    "geodesic_distance_matrix", "RBFStd", "fit_rbf_std", "stochastic_decoder",
+    "geodesic_distance_matrix", "RBFStd", "fit_rbf_std", "stochastic_decoder", "jacobian_penalty",
+    "train_vae_with_jacobian_penalty",
 ]
 
 
@@ -467,3 +475,158 @@ def stochastic_decoder(mean_fn, std_fn):
         return torch.cat([mean_fn(z).reshape(len(z), -1), std_fn(z).reshape(len(z), -1)], dim=1)
 
     return decoder
+
+
+# --------------------------------------------------------------------------- intervening on the Jacobian in training
+
+
+def _jacobian_differentiable(decoder, z: torch.Tensor) -> torch.Tensor:
+    """``(B, D, d)`` Jacobian that keeps the autograd graph to the decoder's parameters (and to ``z``).
+
+    ``d`` forward-mode Jacobian-vector products over the whole batch (samples are independent, so the
+    tangent ``e_k`` at every point gives column ``k`` of every Jacobian); reverse-mode double backward
+    (``torch.autograd.functional.jvp(create_graph=True)``) for operations without forward-mode support.
+    """
+    def flat(v):
+        return decoder(v).reshape(len(v), -1)
+
+    columns = []
+    for k in range(z.shape[1]):
+        tangent = torch.zeros_like(z)
+        tangent[:, k] = 1
+        try:
+            _, column = torch.func.jvp(flat, (z,), (tangent,))
+        except NotImplementedError:
+            _, column = torch.autograd.functional.jvp(flat, z, tangent, create_graph=True)
+        columns.append(column)
+    return torch.stack(columns, dim=-1)
+
+
+def _check_target(target) -> None:
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                               or not 0 < target < float("inf")):
+        raise ValueError(f"target must be None or a finite number > 0, got {target!r}")
+
+
+def jacobian_penalty(decoder, z: torch.Tensor, target: float | None = None) -> torch.Tensor:
+    """Flatness penalty ``mean_b ||G(z_b) / c^2 - I||_F^2`` on the pullback metric ``G = J^T J``.
+
+    It pushes ``G`` towards a scaled identity ``c^2 I``, the regulariser of Chen, Klushyn, Ferroni, Bayer &
+    van der Smagt, "Learning Flat Latent Manifolds with VAEs" (ICML 2020), which regularises the metric tensor
+    to be a scaled identity matrix. With eigenvalues ``lambda_i = s_i^2`` of ``G`` (``s_i`` the singular values
+    of ``J``), each point contributes ``sum_i (s_i^2 / c^2 - 1)^2``: zero iff every singular value equals
+    ``c``, so it penalises both the condition number ``kappa(J)`` and a magnification that varies from point to
+    point. Differentiable: add ``weight * jacobian_penalty(...)`` to a training loss.
+
+    * ``target=None`` (default): ``c^2 = mean_b tr G(z_b) / d``, the batch's mean eigenvalue (not detached).
+      The penalty then equals ``d^2 E[tr G^2] / (E[tr G])^2 - d``, is unchanged when the decoder is
+      rescaled (``f -> a f``) and so conditions ``J`` without shrinking it. For one point and ``d = 2`` it
+      is ``2 ((kappa^2 - 1) / (kappa^2 + 1))^2``.
+    * ``target=c2`` (> 0): a fixed ``c^2`` in squared image units per squared latent unit; this also pulls
+      the scale of ``J`` to ``c``.
+
+    Unlike the contractive penalty ``||J||_F^2 = tr G`` (Rifai et al. 2011, there on an encoder), which
+    shrinks every singular value, this one only asks them to be equal.
+
+    Args:
+        decoder: differentiable ``(B, d) -> (B, ...)`` treating samples independently; its output is
+            flattened to ``D``. The graph to its parameters is kept.
+        z: latent points ``(B, d)`` where the penalty is evaluated (e.g. interpolations of encodings).
+        target: ``None`` or the fixed ``c^2`` (> 0).
+
+    Returns:
+        0-d tensor ``>= 0`` (dimensionless), differentiable with respect to the decoder's parameters.
+
+    Raises:
+        ValueError: if ``z`` is not a finite ``(B, d)`` float tensor, ``target`` is not ``None`` or a finite
+            number > 0, the decoder is not differentiable in ``z``, or ``J`` is zero at every point of the
+            batch with ``target=None`` (no scale to normalise by).
+    """
+    z = _check_z(z)
+    _check_target(target)
+    _check_differentiable(decoder, z)
+    jac = _jacobian_differentiable(decoder, z)
+    metric = jac.transpose(1, 2) @ jac  # (B, d, d)
+    eye = torch.eye(z.shape[1], dtype=metric.dtype, device=metric.device)
+    if target is None:
+        scale = metric.diagonal(dim1=1, dim2=2).mean()
+        if scale.detach() <= 0:
+            raise ValueError("the decoder Jacobian is zero on the whole batch: no scale c^2 for target=None")
+    else:
+        scale = target
+    return (metric / scale - eye).pow(2).sum(dim=(1, 2)).mean()
+
+
+def train_vae_with_jacobian_penalty(model, x_train: torch.Tensor, weight: float, x_test: torch.Tensor | None = None,
+                                    epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, n_mix: int = 32,
+                                    target: float | None = None, device: torch.device | None = None,
+                                    seed: int = 0, progress: bool = True) -> dict[str, list[float]]:
+    """Train a VAE on ``-ELBO + weight * jacobian_penalty(model.mean_image, z_mix)`` with Adam.
+
+    Per minibatch, ``z_mix = alpha mu_i + (1 - alpha) mu_j`` for ``n_mix`` random pairs ``(i, j)`` of the
+    batch's encoder means (detached: the penalty acts on the decoder) and ``alpha ~ U(0, 1)``: the Jacobian
+    is controlled *between* the data, the mixing of hidden states of Verma et al., "Manifold Mixup: Better
+    Representations by Interpolating Hidden States" (ICML 2019), applied to the latent codes. The geometry
+    penalised is that of the mean image ``E[x|z]`` (:meth:`dgmcourse.vae.VAE.mean_image`), the decoder whose
+    metric this module measures. The mixing draws come from their own generator (seeded by ``seed``), so
+    with ``weight=0`` the run is the same as :func:`dgmcourse.vae.train_vae` with the same ``seed``, ``lr``
+    and ``batch_size`` (the penalty is then only recorded). Built on :func:`dgmcourse.training.train_epoch`.
+
+    Args:
+        model: a :class:`dgmcourse.vae.VAE`; moved to ``device`` (default :func:`dgmcourse.device.get_device`).
+        x_train: training data ``(N, *x_shape)``; x_test: optional held-out data.
+        weight: penalty weight (>= 0), nats per unit of penalty.
+        epochs, batch_size, lr: as :func:`dgmcourse.vae.train_vae`.
+        n_mix: interpolated points per minibatch (>= 1; at most the batch size are used).
+        target: passed to :func:`jacobian_penalty`.
+        seed: seeds initialisation order, shuffling, sampling (:func:`dgmcourse.device.seed_everything`) and
+            the mixing generator.
+        progress: show a tqdm bar over epochs.
+
+    Returns:
+        History of per-epoch means: ``"train_elbo"``, ``"train_recon"``, ``"train_kl"``, ``"test_elbo"``
+        (nats per datum, as :func:`dgmcourse.vae.train_vae`) and ``"train_penalty"`` (dimensionless).
+
+    Raises:
+        ValueError: ``weight`` < 0, ``n_mix`` < 1, ``epochs`` < 1, ``batch_size`` < 1, ``lr`` <= 0, a bad
+            ``target``, or data of the wrong shape.
+    """
+    from dgmcourse.vae import elbo, evaluate_elbo
+
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+    if isinstance(n_mix, bool) or not isinstance(n_mix, int) or n_mix < 1:
+        raise ValueError(f"n_mix must be an integer >= 1, got {n_mix!r}")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    _check_target(target)
+    model._check_x(x_train)
+    device, optimizer = start_training(model, lr, seed, device)
+    mixing = torch.Generator().manual_seed(seed)
+    history = {"train_elbo": [], "train_recon": [], "train_kl": [], "train_penalty": [], "test_elbo": []}
+    bar = tqdm(range(epochs), desc="train VAE + Jacobian penalty", disable=not progress)
+
+    def losses(idx):
+        x = x_train[idx].to(device)
+        x_logits, mu, logvar, _ = model(x)
+        value, recon, kl = elbo(x, x_logits, mu, logvar, model.likelihood)
+        m = min(n_mix, len(idx))
+        i = torch.randperm(len(idx), generator=mixing)[:m]
+        j = torch.randperm(len(idx), generator=mixing)[:m]
+        alpha = torch.rand(m, 1, generator=mixing).to(device)
+        codes = mu.detach()
+        z_mix = alpha * codes[i.to(device)] + (1 - alpha) * codes[j.to(device)]
+        with torch.set_grad_enabled(weight > 0):  # weight 0: the penalty is only recorded
+            penalty = jacobian_penalty(model.mean_image, z_mix, target)
+        loss = -value.mean() + weight * penalty if weight > 0 else -value.mean()
+        return {"loss": loss, "elbo": value.mean(), "recon": recon.mean(), "kl": kl.mean(), "penalty": penalty}
+
+    for _ in bar:
+        means = train_epoch(optimizer, len(x_train), batch_size, losses)
+        for key in ("elbo", "recon", "kl", "penalty"):
+            history[f"train_{key}"].append(means[key])
+        if x_test is not None:
+            history["test_elbo"].append(evaluate_elbo(model, x_test))
+        bar.set_postfix(elbo=f"{history['train_elbo'][-1]:.1f}", penalty=f"{history['train_penalty'][-1]:.3f}")
+    model.eval()
+    return history

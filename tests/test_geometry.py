@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from dgmcourse.geometry import (condition_number, curve_energy, curve_length, decoder_jacobian,
-                                fit_rbf_std, geodesic, geodesic_distance_matrix, local_lipschitz,
+                                fit_rbf_std, geodesic, geodesic_distance_matrix, jacobian_penalty, local_lipschitz,
                                 magnification_factor, metric_heatmaps, pullback_metric, straight_line,
-                                stochastic_decoder)
+                                stochastic_decoder, train_vae_with_jacobian_penalty)
+from dgmcourse.vae import MLPVAE, train_vae
 
 torch.set_num_threads(1)
 
@@ -156,3 +157,132 @@ def test_bad_input():
         curve_energy(identity, torch.zeros(1, 2))
     with pytest.raises(ValueError, match="n must be"):
         metric_heatmaps(sphere, n=1)
+
+
+# --------------------------------------------------------------------------- Jacobian penalty
+
+
+def _penalty_by_hand(decoder, z, target=None):
+    """Brute force: one reverse-mode Jacobian per point (create_graph), G = J^T J, then the formula."""
+    metrics = []
+    for k in range(len(z)):
+        jac = torch.autograd.functional.jacobian(lambda v: decoder(v[None]).reshape(-1), z[k], create_graph=True)
+        metrics.append(jac.T @ jac)
+    g = torch.stack(metrics)
+    c2 = g.diagonal(dim1=1, dim2=2).mean() if target is None else target
+    return ((g / c2 - torch.eye(z.shape[1], dtype=g.dtype)) ** 2).sum(dim=(1, 2)).mean()
+
+
+def _linear(singular_values, seed=0):
+    """z -> W z with W = U diag(s) V^T (U: 7 x d, orthonormal columns; V: d x d rotation)."""
+    gen = torch.Generator().manual_seed(seed)
+    d = len(singular_values)
+    u, _ = torch.linalg.qr(torch.randn(7, d, dtype=torch.float64, generator=gen))
+    v, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=gen))
+    w = u @ torch.diag(torch.tensor(singular_values, dtype=torch.float64)) @ v.T
+    return lambda z: z @ w.T
+
+
+def test_jacobian_penalty_matches_brute_force_value_and_parameter_gradient(mlp):
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 6)).double()
+    z = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    params = [net[0].weight, net[0].bias, net[2].weight]  # J does not depend on the last bias
+    for target in (None, 0.7):
+        value = jacobian_penalty(net, z, target)
+        grads = torch.autograd.grad(value, params)
+        ref = _penalty_by_hand(net, z, target)
+        ref_grads = torch.autograd.grad(ref, params)
+        torch.testing.assert_close(value, ref)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r)
+        assert all(g.abs().sum() > 0 for g in grads)  # the gradient reaches every layer of the decoder
+    torch.testing.assert_close(jacobian_penalty(mlp, z), _penalty_by_hand(mlp, z))  # (B, 3, 4) outputs
+
+
+def test_jacobian_penalty_closed_form_for_a_linear_decoder():
+    z = torch.randn(5, 2, dtype=torch.float64)
+    f = _linear([3.0, 0.5])
+    kappa = 6.0  # every point: G has eigenvalues 9 and 0.25, c^2 = 4.625
+    expected = 2 * ((kappa ** 2 - 1) / (kappa ** 2 + 1)) ** 2
+    assert jacobian_penalty(f, z).item() == pytest.approx(expected, rel=1e-12)
+    assert jacobian_penalty(f, z).item() == pytest.approx((9 / 4.625 - 1) ** 2 + (0.25 / 4.625 - 1) ** 2, rel=1e-12)
+    assert jacobian_penalty(f, z, target=1.0).item() == pytest.approx(8.0 ** 2 + 0.75 ** 2, rel=1e-12)
+    assert jacobian_penalty(_linear([2.0, 2.0, 2.0]), torch.randn(3, 3, dtype=torch.float64)).item() < 1e-24
+    assert jacobian_penalty(_linear([2.0, 2.0]), z, target=4.0).item() < 1e-24  # c = 2: an exact scaled isometry
+
+
+def test_jacobian_penalty_is_scale_invariant_and_sees_varying_magnification(mlp):
+    z = torch.randn(6, 2, dtype=torch.float64)
+    torch.testing.assert_close(jacobian_penalty(lambda v: 10 * mlp(v), z), jacobian_penalty(mlp, z))
+    # conformal at every point (kappa = 1) but with a magnification that varies: d^2 E[tr G^2] / E[tr G]^2 - d
+    def radial(v):  # complex square v -> v^2: conformal, |J| = 2 |v|
+        return torch.stack([v[:, 0] ** 2 - v[:, 1] ** 2, 2 * v[:, 0] * v[:, 1]], dim=1)
+    pts = torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    lam = torch.tensor([4.0, 36.0], dtype=torch.float64)  # the double eigenvalue 4 |v|^2 at each point
+    expected = 4 * (2 * lam ** 2).mean() / (2 * lam).mean() ** 2 - 2
+    torch.testing.assert_close(condition_number(radial, pts), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(jacobian_penalty(radial, pts), expected)
+    assert jacobian_penalty(radial, pts[:1]).item() < 1e-24
+
+
+def test_jacobian_penalty_without_forward_mode_support():
+    class NoJvpTanh(torch.autograd.Function):  # backward only: forward-mode AD raises NotImplementedError
+        @staticmethod
+        def forward(x):
+            return torch.tanh(x)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(output)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved_tensors
+            return grad * (1 - y ** 2)
+
+    w = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(3, 2, dtype=torch.float64)
+    value = jacobian_penalty(lambda v: NoJvpTanh.apply(v @ w.T), z)
+    ref = _penalty_by_hand(lambda v: torch.tanh(v @ w.T), z)
+    torch.testing.assert_close(value, ref)
+    torch.testing.assert_close(torch.autograd.grad(value, w)[0], torch.autograd.grad(ref, w)[0])
+
+
+def test_jacobian_penalty_bad_input():
+    f = _linear([1.0, 2.0])
+    with pytest.raises(ValueError, match="z must have shape"):
+        jacobian_penalty(f, torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="target"):
+        jacobian_penalty(f, torch.zeros(3, 2, dtype=torch.float64), target=0.0)
+    with pytest.raises(ValueError, match="target"):
+        jacobian_penalty(f, torch.zeros(3, 2, dtype=torch.float64), target=float("nan"))
+    with pytest.raises(ValueError, match="not differentiable"):
+        jacobian_penalty(lambda z: z.detach() * 2, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="zero on the whole batch"):
+        jacobian_penalty(lambda z: 0 * z, torch.zeros(3, 2))
+
+
+def test_train_with_jacobian_penalty_weight_zero_is_train_vae_and_weight_lowers_penalty():
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(96, 1, 6, 6, generator=gen) > 0.5).float()
+    torch.manual_seed(0)
+    start = MLPVAE((1, 6, 6), z_dim=2, hidden=16).state_dict()
+    models = {}
+    for weight in (None, 0.0, 50.0):
+        models[weight] = MLPVAE((1, 6, 6), z_dim=2, hidden=16)
+        models[weight].load_state_dict(start)
+        kwargs = dict(epochs=3, batch_size=32, lr=1e-2, device=torch.device("cpu"), seed=1, progress=False)
+        if weight is None:
+            train_vae(models[weight], x, x_test=x[:10], **kwargs)
+        else:
+            hist = train_vae_with_jacobian_penalty(models[weight], x, weight, x_test=x[:10], n_mix=8, **kwargs)
+            assert set(hist) == {"train_elbo", "train_recon", "train_kl", "train_penalty", "test_elbo"}
+            assert all(len(v) == 3 for v in hist.values())
+            models[weight].history = hist
+    for a, b in zip(models[None].parameters(), models[0.0].parameters()):
+        assert torch.equal(a, b)  # the mixing draws do not touch the global RNG
+    assert models[50.0].history["train_penalty"][-1] < 0.5 * models[0.0].history["train_penalty"][-1]
+    for kwargs, match in [(dict(weight=-1.0), "weight"), (dict(weight=1.0, n_mix=0), "n_mix"),
+                          (dict(weight=1.0, target=-2.0), "target"), (dict(weight=1.0, epochs=0), "epochs")]:
+        with pytest.raises(ValueError, match=match):
+            train_vae_with_jacobian_penalty(models[0.0], x, **kwargs)
