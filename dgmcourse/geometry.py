@@ -28,8 +28,9 @@ training latents. The expected metric of ``x = mu(z) + sigma(z) * eps`` is
 
 Ramirez et al.'s poster concludes that "the jacobian should be intervened during the VAE's training":
 :func:`jacobian_penalty` is a differentiable penalty on ``G`` (towards a scaled identity, the flat-manifold
-regulariser of Chen et al. 2020) and :func:`train_vae_with_jacobian_penalty` adds it to the ELBO at
-interpolations of pairs of encodings, i.e. *between* the data (the mixing of Verma et al. 2019, Manifold Mixup).
+regulariser of Chen et al. 2020) and :func:`train_vae_with_jacobian_penalty` adds it to the ELBO through
+:func:`dgmcourse.vae.train_vae`'s penalty hook, :func:`mixup_jacobian_penalty`, at interpolations of pairs of
+encodings, i.e. *between* the data (the mixing of Verma et al. 2019, Manifold Mixup).
 
 Units: latent and image-space Euclidean distances (pixel intensities for images in [0, 1]).
 Decoders must be pure, differentiable torch functions of a batch ``(B, d) -> (B, ...)`` that
@@ -43,13 +44,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dgmcourse.training import start_training, train_epoch
-
 __all__ = [
     "decoder_jacobian", "pullback_metric", "magnification_factor", "local_lipschitz", "condition_number",
     "metric_heatmaps", "curve_length", "curve_energy", "straight_line", "geodesic",
     "geodesic_distance_matrix", "RBFStd", "fit_rbf_std", "stochastic_decoder", "jacobian_penalty",
-    "train_vae_with_jacobian_penalty",
+    "mixup_jacobian_penalty", "train_vae_with_jacobian_penalty",
 ]
 
 
@@ -557,28 +556,62 @@ def jacobian_penalty(decoder, z: torch.Tensor, target: float | None = None) -> t
     return (metric / scale - eye).pow(2).sum(dim=(1, 2)).mean()
 
 
+def mixup_jacobian_penalty(model, n_mix: int = 32, target: float | None = None, seed: int = 0):
+    """The penalty hook of :func:`dgmcourse.vae.train_vae` that controls the Jacobian between the data.
+
+    Per minibatch, ``z_mix = alpha mu_i + (1 - alpha) mu_j`` for ``n_mix`` random pairs ``(i, j)`` of the
+    batch's encoder means (detached: the penalty acts on the decoder) and ``alpha ~ U(0, 1)``, the mixing of
+    hidden states of Verma et al., "Manifold Mixup: Better Representations by Interpolating Hidden States"
+    (ICML 2019), applied to the latent codes; the hook returns :func:`jacobian_penalty` of the mean image
+    ``E[x|z]`` (:meth:`dgmcourse.vae.VAE.mean_image`, the decoder whose metric this module measures) at
+    ``z_mix``. The mixing draws come from the hook's own generator, seeded by ``seed``: they leave the
+    global random state alone.
+
+    Args:
+        model: a :class:`dgmcourse.vae.VAE`.
+        n_mix: interpolated points per minibatch (integer >= 1; at most the batch size are used).
+        target: passed to :func:`jacobian_penalty`.
+        seed: seeds the mixing generator.
+
+    Returns:
+        A function of the encoder means ``mu`` ``(B, z_dim)`` returning the penalty, a dimensionless scalar
+        tensor.
+
+    Raises:
+        ValueError: ``n_mix`` not an integer >= 1, or a bad ``target``.
+    """
+    if isinstance(n_mix, bool) or not isinstance(n_mix, int) or n_mix < 1:
+        raise ValueError(f"n_mix must be an integer >= 1, got {n_mix!r}")
+    _check_target(target)
+    mixing = torch.Generator().manual_seed(seed)
+
+    def penalty(mu: torch.Tensor) -> torch.Tensor:
+        m = min(n_mix, len(mu))
+        i = torch.randperm(len(mu), generator=mixing)[:m].to(mu.device)
+        j = torch.randperm(len(mu), generator=mixing)[:m].to(mu.device)
+        alpha = torch.rand(m, 1, generator=mixing).to(mu.device)
+        codes = mu.detach()
+        return jacobian_penalty(model.mean_image, alpha * codes[i] + (1 - alpha) * codes[j], target)
+
+    return penalty
+
+
 def train_vae_with_jacobian_penalty(model, x_train: torch.Tensor, weight: float, x_test: torch.Tensor | None = None,
                                     epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, n_mix: int = 32,
                                     target: float | None = None, device: torch.device | None = None,
                                     seed: int = 0, progress: bool = True) -> dict[str, list[float]]:
-    """Train a VAE on ``-ELBO + weight * jacobian_penalty(model.mean_image, z_mix)`` with Adam.
-
-    Per minibatch, ``z_mix = alpha mu_i + (1 - alpha) mu_j`` for ``n_mix`` random pairs ``(i, j)`` of the
-    batch's encoder means (detached: the penalty acts on the decoder) and ``alpha ~ U(0, 1)``: the Jacobian
-    is controlled *between* the data, the mixing of hidden states of Verma et al., "Manifold Mixup: Better
-    Representations by Interpolating Hidden States" (ICML 2019), applied to the latent codes. The geometry
-    penalised is that of the mean image ``E[x|z]`` (:meth:`dgmcourse.vae.VAE.mean_image`), the decoder whose
-    metric this module measures. The mixing draws come from their own generator (seeded by ``seed``), so
-    with ``weight=0`` the run is the same as :func:`dgmcourse.vae.train_vae` with the same ``seed``, ``lr``
-    and ``batch_size`` (the penalty is then only recorded). Built on :func:`dgmcourse.training.train_epoch`.
+    """Train a VAE on ``-ELBO + weight * jacobian_penalty(model.mean_image, z_mix)`` with Adam:
+    :func:`dgmcourse.vae.train_vae` with the hook :func:`mixup_jacobian_penalty` (``z_mix`` between pairs of
+    encoded data, the flat-manifold regulariser of Chen et al. 2020). With ``weight=0`` the run is the same
+    as :func:`dgmcourse.vae.train_vae` with the same ``seed``, ``lr`` and ``batch_size`` (the penalty is
+    then only recorded).
 
     Args:
         model: a :class:`dgmcourse.vae.VAE`; moved to ``device`` (default :func:`dgmcourse.device.get_device`).
         x_train: training data ``(N, *x_shape)``; x_test: optional held-out data.
         weight: penalty weight (>= 0), nats per unit of penalty.
         epochs, batch_size, lr: as :func:`dgmcourse.vae.train_vae`.
-        n_mix: interpolated points per minibatch (>= 1; at most the batch size are used).
-        target: passed to :func:`jacobian_penalty`.
+        n_mix, target: as :func:`mixup_jacobian_penalty`.
         seed: seeds initialisation order, shuffling, sampling (:func:`dgmcourse.device.seed_everything`) and
             the mixing generator.
         progress: show a tqdm bar over epochs.
@@ -591,42 +624,10 @@ def train_vae_with_jacobian_penalty(model, x_train: torch.Tensor, weight: float,
         ValueError: ``weight`` < 0, ``n_mix`` < 1, ``epochs`` < 1, ``batch_size`` < 1, ``lr`` <= 0, a bad
             ``target``, or data of the wrong shape.
     """
-    from dgmcourse.vae import elbo, evaluate_elbo
+    from dgmcourse.vae import train_vae
 
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
         raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
-    if isinstance(n_mix, bool) or not isinstance(n_mix, int) or n_mix < 1:
-        raise ValueError(f"n_mix must be an integer >= 1, got {n_mix!r}")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-    _check_target(target)
-    model._check_x(x_train)
-    device, optimizer = start_training(model, lr, seed, device)
-    mixing = torch.Generator().manual_seed(seed)
-    history = {"train_elbo": [], "train_recon": [], "train_kl": [], "train_penalty": [], "test_elbo": []}
-    bar = tqdm(range(epochs), desc="train VAE + Jacobian penalty", disable=not progress)
-
-    def losses(idx):
-        x = x_train[idx].to(device)
-        x_logits, mu, logvar, _ = model(x)
-        value, recon, kl = elbo(x, x_logits, mu, logvar, model.likelihood)
-        m = min(n_mix, len(idx))
-        i = torch.randperm(len(idx), generator=mixing)[:m]
-        j = torch.randperm(len(idx), generator=mixing)[:m]
-        alpha = torch.rand(m, 1, generator=mixing).to(device)
-        codes = mu.detach()
-        z_mix = alpha * codes[i.to(device)] + (1 - alpha) * codes[j.to(device)]
-        with torch.set_grad_enabled(weight > 0):  # weight 0: the penalty is only recorded
-            penalty = jacobian_penalty(model.mean_image, z_mix, target)
-        loss = -value.mean() + weight * penalty if weight > 0 else -value.mean()
-        return {"loss": loss, "elbo": value.mean(), "recon": recon.mean(), "kl": kl.mean(), "penalty": penalty}
-
-    for _ in bar:
-        means = train_epoch(optimizer, len(x_train), batch_size, losses)
-        for key in ("elbo", "recon", "kl", "penalty"):
-            history[f"train_{key}"].append(means[key])
-        if x_test is not None:
-            history["test_elbo"].append(evaluate_elbo(model, x_test))
-        bar.set_postfix(elbo=f"{history['train_elbo'][-1]:.1f}", penalty=f"{history['train_penalty'][-1]:.3f}")
-    model.eval()
-    return history
+    return train_vae(model, x_train, x_test, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                     progress=progress, penalty=mixup_jacobian_penalty(model, n_mix, target, seed),
+                     penalty_weight=weight)

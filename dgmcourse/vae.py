@@ -288,8 +288,9 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, batch_size: in
 
 def train_vae(model: VAE, x_train: torch.Tensor, x_test: torch.Tensor | None = None, epochs: int = 10,
               batch_size: int = 128, lr: float = 1e-3, beta: float = 1.0, device: torch.device | None = None,
-              seed: int = 0, progress: bool = True) -> dict[str, list[float]]:
-    """Maximise the (beta-)ELBO with Adam, one reparameterised sample per datum.
+              seed: int = 0, progress: bool = True, penalty=None,
+              penalty_weight: float = 1.0) -> dict[str, list[float]]:
+    """Maximise the (beta-)ELBO with Adam, one reparameterised sample per datum, optionally regularised.
 
     Args:
         model: a :class:`VAE`; moved to ``device`` (default :func:`dgmcourse.device.get_device`).
@@ -298,29 +299,49 @@ def train_vae(model: VAE, x_train: torch.Tensor, x_test: torch.Tensor | None = N
         beta: KL weight (1 = ELBO; beta-VAE otherwise).
         seed: seeds initialisation order, shuffling and sampling via :func:`seed_everything`.
         progress: show a tqdm bar over epochs.
+        penalty: optional regulariser, a function of the minibatch's encoder means ``mu`` ``(B, z_dim)``
+            returning a scalar tensor (e.g. :func:`dgmcourse.geometry.mixup_jacobian_penalty`); the loss
+            becomes ``-ELBO + penalty_weight * penalty(mu)``.
+        penalty_weight: its weight (a finite number >= 0); with 0 the penalty is only recorded (computed
+            without gradients), and the run is the same as without ``penalty``.
 
     Returns:
         History of per-epoch means in nats per datum: ``"train_elbo"``, ``"train_recon"``,
         ``"train_kl"`` (averaged over the epoch's mini-batches) and ``"test_elbo"`` (empty
-        without ``x_test``).
+        without ``x_test``); with ``penalty``, also ``"train_penalty"`` (the unweighted penalty).
 
     Raises:
-        ValueError: if ``epochs`` < 1, ``batch_size`` < 1, ``lr`` <= 0 or data of the wrong shape.
+        ValueError: if ``epochs`` < 1, ``batch_size`` < 1, ``lr`` <= 0, ``penalty`` not callable,
+            ``penalty_weight`` not a finite number >= 0, or data of the wrong shape.
     """
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    if penalty is not None and not callable(penalty):
+        raise ValueError(f"penalty must be None or a function of the encoder means, got {penalty!r}")
+    if (isinstance(penalty_weight, bool) or not isinstance(penalty_weight, (int, float))
+            or not 0 <= penalty_weight < math.inf):
+        raise ValueError(f"penalty_weight must be a finite number >= 0, got {penalty_weight!r}")
     model._check_x(x_train)
     device, optimizer = start_training(model, lr, seed, device)
-    history = {"train_elbo": [], "train_recon": [], "train_kl": [], "test_elbo": []}
+    keys = ("elbo", "recon", "kl") + (("penalty",) if penalty is not None else ())
+    history = {f"train_{key}": [] for key in keys} | {"test_elbo": []}
     bar = tqdm(range(epochs), desc="train VAE", disable=not progress)
 
     def losses(idx):
-        value, recon, kl = model.elbo(x_train[idx].to(device), beta)
-        return {"loss": -value.mean(), "elbo": value.mean(), "recon": recon.mean(), "kl": kl.mean()}
+        x = x_train[idx].to(device)
+        x_logits, mu, logvar, _ = model(x)
+        value, recon, kl = elbo(x, x_logits, mu, logvar, model.likelihood, beta)
+        out = {"loss": -value.mean(), "elbo": value.mean(), "recon": recon.mean(), "kl": kl.mean()}
+        if penalty is not None:
+            with torch.set_grad_enabled(penalty_weight > 0):  # weight 0: only recorded
+                out["penalty"] = penalty(mu)
+            if penalty_weight > 0:
+                out["loss"] = out["loss"] + penalty_weight * out["penalty"]
+        return out
 
     for _ in bar:
         means = train_epoch(optimizer, len(x_train), batch_size, losses)
-        for key in ("elbo", "recon", "kl"):
+        for key in keys:
             history[f"train_{key}"].append(means[key])
         if x_test is not None:
             history["test_elbo"].append(evaluate_elbo(model, x_test, beta))

@@ -113,6 +113,38 @@ def test_train_vae_improves_the_elbo():
         assert elbo_value == pytest.approx(recon - kl, rel=1e-5) and kl >= 0
 
 
+def test_train_vae_penalty_hook_sees_the_encoder_means_and_is_weighted():
+    generator = torch.Generator().manual_seed(0)
+    prototypes = (torch.rand(4, 1, 6, 6, generator=generator) < 0.5).float()  # 4 clusters: codes worth encoding
+    x = prototypes[torch.arange(128) % 4]
+    torch.manual_seed(0)
+    start = MLPVAE((1, 6, 6), z_dim=3, hidden=16).state_dict()
+    seen, runs = [], {}
+    for weight in (None, 0.0, 100.0):
+        model = MLPVAE((1, 6, 6), z_dim=3, hidden=16)
+        model.load_state_dict(start)
+
+        def squared_means(mu):  # a known penalty: E ||mu||^2 of the batch's encoder means
+            seen.append(tuple(mu.shape))
+            return mu.pow(2).sum(1).mean()
+
+        kwargs = {} if weight is None else dict(penalty=squared_means, penalty_weight=weight)
+        runs[weight] = (train_vae(model, x, epochs=3, batch_size=32, lr=1e-2, device=torch.device("cpu"), seed=1,
+                                  progress=False, **kwargs), model)
+    assert set(seen) == {(32, 3)} and len(seen) == 2 * 3 * 4  # two runs with the hook, 3 epochs of 4 batches
+    assert "train_penalty" not in runs[None][0] and len(runs[0.0][0]["train_penalty"]) == 3
+    for a, b in zip(runs[None][1].parameters(), runs[0.0][1].parameters()):
+        assert torch.equal(a, b)  # weight 0: recorded only, the same run
+    with torch.no_grad():
+        mu_plain, mu_penalised = (runs[w][1].encode(x)[0].pow(2).sum(1).mean().item() for w in (0.0, 100.0))
+    assert mu_penalised < 0.1 * mu_plain  # a heavy weight on E ||mu||^2 pulls the means to 0
+    for kwargs, match in [(dict(penalty=3.0), "penalty must be"), (dict(penalty=squared_means, penalty_weight=-1.0),
+                                                                    "penalty_weight"),
+                          (dict(penalty=squared_means, penalty_weight=float("nan")), "penalty_weight")]:
+        with pytest.raises(ValueError, match=match):
+            train_vae(MLPVAE((1, 6, 6), z_dim=3, hidden=16), x, epochs=1, progress=False, **kwargs)
+
+
 def test_latent_grid_uses_gaussian_quantiles():
     grid = latent_grid(3)
     assert grid.shape == (9, 2)
