@@ -17,9 +17,9 @@ Contents
   :func:`gan_value` (JSD and KL on grids live in :mod:`dgmcourse.divergences`).
 * Toy data (PacGAN's conventions, Lin et al. 2018 §5): :func:`ring_of_gaussians`,
   :func:`grid_of_gaussians`, :func:`mode_coverage`, :func:`mode_reverse_kl`.
-* Models and loops: :class:`ToyGenerator`, :class:`ToyDiscriminator`, :class:`ToyGANConfig`,
-  :func:`d_step`, :func:`g_step`, :func:`train_toy_gan`, :class:`DCGANGenerator`,
-  :class:`DCGANDiscriminator`, :func:`train_dcgan`.
+* Models and loops: :class:`VirtualBatchNorm1d` (virtual batch normalisation), :class:`ToyGenerator`,
+  :class:`ToyDiscriminator`, :class:`ToyGANConfig`, :func:`d_step`, :func:`g_step`, :func:`train_toy_gan`,
+  :class:`DCGANGenerator`, :class:`DCGANDiscriminator`, :func:`train_dcgan`.
 """
 
 from __future__ import annotations
@@ -334,28 +334,49 @@ def _density(name: str, p, dx: float, tol: float) -> np.ndarray:
     return p
 
 
-def optimal_discriminator(p_data, p_g) -> np.ndarray:
+def optimal_discriminator(p_data, p_g, label_smoothing: float = 0.0,
+                          fake_label_smoothing: float = 0.0) -> np.ndarray:
     """Optimal discriminator :math:`D^*(x) = \\pi(x) / (\\pi(x) + p(x|\\theta))`
-    (Goodfellow et al. 2014, Proposition 1).
+    (Goodfellow et al. 2014, Proposition 1), optionally for smoothed labels.
+
+    With real labels smoothed to :math:`1-\\alpha` (one-sided label smoothing, Salimans et al. 2016,
+    §3.4) and fake labels raised to :math:`\\beta`, D maximises pointwise
+    :math:`[(1-\\alpha)\\pi + \\beta p]\\log D + [\\alpha\\pi + (1-\\beta)p]\\log(1-D)`, whose maximiser is
+
+    .. math:: D^*(x) = \\frac{(1-\\alpha)\\pi(x) + \\beta p(x|\\theta)}{\\pi(x) + p(x|\\theta)}
+
+    (Salimans et al. 2016, §3.4: with :math:`\\beta > 0`, :math:`D^* \\to \\beta` where
+    :math:`\\pi = 0`, so samples there are not pushed towards the data; hence smoothing is one-sided).
+    ``label_smoothing=0`` and ``fake_label_smoothing=0`` give Proposition 1 exactly.
 
     Args:
         p_data: data density :math:`\\pi` at grid points, shape ``(N,)``.
         p_g: model density at the same points, ``(N,)``.
+        label_smoothing: :math:`\\alpha \\in [0, 1)`, the real samples' target is :math:`1-\\alpha`.
+        fake_label_smoothing: :math:`\\beta \\in [0, 1)`, the generated samples' target.
 
     Returns:
-        ``(N,)`` float64 array in [0, 1]; 1/2 where both densities are 0 (any value is
-        optimal there).
+        ``(N,)`` float64 array in [0, 1]; :math:`(1-\\alpha+\\beta)/2` where both densities are 0 (any
+        value is optimal there; 1/2 without smoothing).
 
     Raises:
-        ValueError: inputs not 1-D finite arrays of equal shape, or negative.
+        ValueError: inputs not 1-D finite arrays of equal shape, or negative; ``label_smoothing`` or
+            ``fake_label_smoothing`` outside [0, 1).
     """
     p_data, p_g = _as_array("p_data", p_data), _as_array("p_g", p_g)
     if p_data.shape != p_g.shape:
         raise ValueError(f"p_data and p_g must have the same shape, got {p_data.shape} and {p_g.shape}")
     if np.any(p_data < 0) or np.any(p_g < 0):
         raise ValueError("p_data and p_g must be non-negative")
+    for name, value in (("label_smoothing", label_smoothing), ("fake_label_smoothing", fake_label_smoothing)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
     total = p_data + p_g
-    return np.divide(p_data, total, out=np.full_like(total, 0.5), where=total > 0)
+    if label_smoothing == 0.0 and fake_label_smoothing == 0.0:
+        return np.divide(p_data, total, out=np.full_like(total, 0.5), where=total > 0)
+    target = (1.0 - label_smoothing) * p_data + fake_label_smoothing * p_g
+    both_zero = 0.5 * (1.0 - label_smoothing + fake_label_smoothing)
+    return np.divide(target, total, out=np.full_like(total, both_zero), where=total > 0)
 
 
 def gan_value(D, p_data, p_g, dx: float, tol: float = DENSITY_TOL) -> float:
@@ -517,25 +538,145 @@ def mode_reverse_kl(samples, means, sigma: float) -> float:
 
 
 # ------------------------------------------------------------------------- toy models
+class VirtualBatchNorm1d(nn.Module):
+    """Virtual batch normalisation of features ``(B, num_features)`` (Salimans et al. 2016, §3.4).
+
+    Batch norm normalises each sample with the statistics of its minibatch, so one sample's output
+    depends on the others. Virtual batch norm fixes a **reference batch** once; each sample
+    :math:`x` is normalised with the statistics of the reference batch :math:`r_1..r_n` *together
+    with* :math:`x` itself, the sample weighted :math:`1/(n+1)`:
+
+    .. math:: \\mu(x) = \\frac{n\\bar r + x}{n+1},\\quad
+              \\sigma^2(x) = \\frac{n\\overline{r^2} + x^2}{n+1} - \\mu(x)^2,\\quad
+              y = \\gamma\\,\\frac{x - \\mu(x)}{\\sqrt{\\sigma^2(x) + \\epsilon}} + \\beta
+
+    per feature (:math:`\\bar r`, :math:`\\overline{r^2}` the reference batch's mean and mean square), as
+    in the paper's code (``new_coeff = 1 / (batch_size + 1)``). The output for one sample depends on the
+    reference batch and on that sample only, in training and in eval mode alike (no running statistics).
+
+    The reference batch's features change as the layers before this one learn, so they are recomputed
+    at every forward pass: call :meth:`set_reference` with the features of the fixed reference inputs
+    (it returns them normalised with the reference statistics alone, ready for the next layer), then
+    call the module on the batch. The statistics keep their graph, so gradients flow through them as in
+    the paper; :class:`ToyGenerator` with ``batch_norm="virtual"`` does all this, at the cost of a forward
+    pass of its reference batch per call.
+
+    Args:
+        num_features: F, the number of features (integer >= 1).
+        eps: :math:`\\epsilon > 0` added to the variance.
+
+    Attributes:
+        weight, bias: the learnable affine :math:`\\gamma` (ones) and :math:`\\beta` (zeros), ``(F,)``.
+
+    Raises:
+        ValueError: ``num_features`` not an integer >= 1 or ``eps`` not positive (on construction);
+            ``reference`` or ``x`` not ``(B, num_features)`` with B >= 1; the module called before
+            :meth:`set_reference`.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        if not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool) or num_features < 1:
+            raise ValueError(f"num_features must be an integer >= 1, got {num_features!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        self.num_features = int(num_features)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(self.num_features))
+        self.bias = nn.Parameter(torch.zeros(self.num_features))
+        self.reference_size: int | None = None
+        self._reference_mean: torch.Tensor | None = None
+        self._reference_mean_sq: torch.Tensor | None = None
+
+    def _check(self, name: str, x: torch.Tensor) -> None:
+        if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 2 or x.shape[1] != self.num_features \
+                or x.shape[0] < 1:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{name} must be a floating-point tensor (B, {self.num_features}) with B >= 1, "
+                             f"got {shape}")
+
+    def _normalise(self, x: torch.Tensor, mean: torch.Tensor, mean_sq: torch.Tensor) -> torch.Tensor:
+        var = mean_sq - mean.pow(2)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+    def set_reference(self, reference: torch.Tensor) -> torch.Tensor:
+        """Store the statistics of the reference batch's features ``(n, F)``; return them normalised ``(n, F)``.
+
+        The reference batch is normalised with its own statistics (mean and biased variance), as
+        ordinary batch norm would do.
+
+        Raises:
+            ValueError: ``reference`` not a floating-point ``(n, num_features)`` tensor with n >= 1.
+        """
+        self._check("reference", reference)
+        self.reference_size = reference.shape[0]
+        self._reference_mean = reference.mean(0)
+        self._reference_mean_sq = reference.pow(2).mean(0)
+        return self._normalise(reference, self._reference_mean, self._reference_mean_sq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Each row of ``x`` ``(B, F)`` normalised with the reference statistics and itself; ``(B, F)``.
+
+        Raises:
+            ValueError: no reference set yet, or ``x`` not a floating-point ``(B, num_features)`` tensor.
+        """
+        if self._reference_mean is None:
+            raise ValueError("reference is not set: call set_reference(reference) before normalising a batch")
+        self._check("x", x)
+        new = 1.0 / (self.reference_size + 1)
+        mean = new * x + (1.0 - new) * self._reference_mean
+        mean_sq = new * x.pow(2) + (1.0 - new) * self._reference_mean_sq
+        return self._normalise(x, mean, mean_sq)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
 class ToyGenerator(nn.Module):
     """MLP generator :math:`G: \\mathbb{R}^{z} \\to \\mathbb{R}^{d}` with ReLU hidden layers and batch norm.
 
     Defaults are PacGAN's toy generator: 4 hidden layers of 400 units, z_dim 2, linear output.
+
+    ``batch_norm``: ``True`` puts ``nn.BatchNorm1d`` after each hidden linear layer, ``False`` none,
+    ``"virtual"`` a :class:`VirtualBatchNorm1d` (Salimans et al. 2016, §3.4) whose reference batch is
+    ``reference_size`` noise vectors drawn once, at construction, from torch's global random stream
+    (after the layers are initialised, so the linear layers equal those of ``batch_norm=False`` for the
+    same seed) and kept as the buffer ``reference_z``; every forward pass first propagates it.
+
+    Raises:
+        ValueError: ``batch_norm`` not ``False``, ``True`` or ``"virtual"``; ``reference_size`` < 1.
     """
 
     def __init__(self, z_dim: int = 2, x_dim: int = 2, hidden: int = 400, n_layers: int = 4,
-                 batch_norm: bool = True) -> None:
+                 batch_norm: bool | str = True, reference_size: int = 128) -> None:
         super().__init__()
+        if not (isinstance(batch_norm, bool) or batch_norm == "virtual"):
+            raise ValueError(f"batch_norm must be False, True or 'virtual', got {batch_norm!r}")
         self.z_dim = z_dim
+        self.virtual = batch_norm == "virtual"
         layers, width = [], z_dim
         for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden)] + ([nn.BatchNorm1d(hidden)] if batch_norm else []) + [nn.ReLU()]
+            norm = ([VirtualBatchNorm1d(hidden)] if self.virtual else [nn.BatchNorm1d(hidden)]) if batch_norm else []
+            layers += [nn.Linear(width, hidden)] + norm + [nn.ReLU()]
             width = hidden
         self.net = nn.Sequential(*layers, nn.Linear(width, x_dim))
+        if self.virtual:
+            if not isinstance(reference_size, (int, np.integer)) or reference_size < 1:
+                raise ValueError(f"reference_size must be an integer >= 1, got {reference_size!r}")
+            self.register_buffer("reference_z", torch.randn(int(reference_size), z_dim))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Samples ``(B, x_dim)`` from noise ``z`` ``(B, z_dim)``."""
-        return self.net(z)
+        if not self.virtual:
+            return self.net(z)
+        reference = self.reference_z
+        for layer in self.net:
+            if isinstance(layer, VirtualBatchNorm1d):
+                reference = layer.set_reference(reference)
+            elif layer is not self.net[-1]:
+                reference = layer(reference)
+            z = layer(z)
+        return z
 
 
 class ToyDiscriminator(nn.Module):

@@ -182,6 +182,54 @@ def test_optimal_discriminator_maximises_value():
     assert gan.gan_value([0.0, 0.5], [1.0, 0.0], [0.0, 1.0], 1.0) == -math.inf
 
 
+
+@pytest.mark.parametrize("alpha, beta", [(0.1, 0.0), (0.3, 0.0), (0.2, 0.15)])
+def test_smoothed_optimal_discriminator_closed_form_and_numerical_maximiser(alpha, beta):
+    from scipy.optimize import minimize_scalar
+    p_data, p_g = np.array([0.0, 0.2, 1.0, 3.0, 0.7]), np.array([1.0, 0.0, 1.0, 1.0, 0.05])
+    d_star = gan.optimal_discriminator(p_data, p_g, label_smoothing=alpha, fake_label_smoothing=beta)
+    np.testing.assert_allclose(d_star, ((1 - alpha) * p_data + beta * p_g) / (p_data + p_g), rtol=1e-12)
+    for pi, p, d in zip(p_data, p_g, d_star):
+        # pointwise objective of D: real targets 1 - alpha, fake targets beta (Salimans et al. 2016, §3.4)
+        def negative(t, pi=pi, p=p):
+            return -(((1 - alpha) * pi + beta * p) * np.log(t) + (alpha * pi + (1 - beta) * p) * np.log1p(-t))
+        best = minimize_scalar(negative, bounds=(1e-12, 1 - 1e-12), method="bounded",
+                               options={"xatol": 1e-12}).x
+        assert best == pytest.approx(d, abs=1e-6)
+    # one-sided: D* -> 0 where the data has no mass; two-sided: D* = beta there
+    assert d_star[0] == pytest.approx(beta, abs=1e-15)
+    assert d_star[1] == pytest.approx(1 - alpha, abs=1e-15)
+
+
+def test_smoothed_optimal_discriminator_defaults_are_bit_identical():
+    np.testing.assert_array_equal(gan.optimal_discriminator(P0, P1, label_smoothing=0.0),
+                                  gan.optimal_discriminator(P0, P1))
+    np.testing.assert_allclose(gan.optimal_discriminator(P0, P1, 0.2), 0.8 * gan.optimal_discriminator(P0, P1),
+                               rtol=1e-14)
+    np.testing.assert_allclose(gan.optimal_discriminator([0.0, 1.0], [0.0, 1.0], 0.2), [0.4, 0.4])
+    for kwargs, name in (({"label_smoothing": 1.0}, "label_smoothing"), ({"label_smoothing": -0.1}, "label_smoothing"),
+                         ({"fake_label_smoothing": 1.0}, "fake_label_smoothing")):
+        with pytest.raises(ValueError, match=name):
+            gan.optimal_discriminator(P0, P1, **kwargs)
+
+
+def test_smoothed_discriminator_loss_is_minimised_by_the_smoothed_optimum():
+    # for the per-sample loss at one point x, the logit minimising the expected smoothed loss is logit(D*)
+    alpha, pi, p = 0.2, 0.7, 0.4
+    logit = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([logit], lr=1, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def closure():
+        opt.zero_grad()
+        real = (1 - alpha) * F.softplus(-logit) + alpha * F.softplus(logit)
+        loss = pi * real + p * F.softplus(logit)
+        loss.sum().backward()
+        return loss.sum()
+
+    opt.step(closure)
+    d_star = gan.optimal_discriminator([pi, 1.0], [p, 1.0], label_smoothing=alpha)[0]
+    assert torch.sigmoid(logit).item() == pytest.approx(d_star, abs=1e-6)
+
 def test_theory_bad_input():
     with pytest.raises(ValueError, match="p_data must be non-negative"):
         gan.gan_value(np.full_like(X, 0.5), -P0, P1, DX)
@@ -394,3 +442,91 @@ def test_dcgan_shapes_and_training_step():
     assert s.min() >= 0 and s.max() <= 1
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         gan.train_dcgan(g, d, torch.rand(4, 1, 28, 28) * 2 - 1, epochs=1)
+
+
+# ---------------------------------------------------------------------- virtual batch norm
+def test_virtual_batch_norm_matches_hand_computation():
+    torch.manual_seed(0)
+    vbn = gan.VirtualBatchNorm1d(3, eps=1e-5)
+    with torch.no_grad():
+        vbn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        vbn.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
+    reference = torch.randn(7, 3, dtype=torch.float64).float()
+    x = torch.randn(5, 3) * 3 + 1
+    out_ref = vbn.set_reference(reference)
+    out = vbn(x)
+    ref64, x64 = reference.double(), x.double()
+    w, b = vbn.weight.detach().double(), vbn.bias.detach().double()
+    # reference batch: ordinary batch norm with its own (biased) statistics
+    expected_ref = (ref64 - ref64.mean(0)) / torch.sqrt(ref64.var(0, unbiased=False) + 1e-5) * w + b
+    torch.testing.assert_close(out_ref.double(), expected_ref, rtol=1e-5, atol=1e-5)
+    for i in range(len(x)):
+        pooled = torch.cat([ref64, x64[i:i + 1]])        # the reference batch together with the sample, weight 1/(n+1)
+        mean, var = pooled.mean(0), pooled.var(0, unbiased=False)
+        expected = (x64[i] - mean) / torch.sqrt(var + 1e-5) * w + b
+        torch.testing.assert_close(out[i].double(), expected, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    assert vbn.weight.grad is not None and vbn.bias.grad is not None
+
+
+def test_virtual_batch_norm_output_of_a_sample_ignores_the_rest_of_the_batch():
+    torch.manual_seed(1)
+    x = torch.randn(16, 4)
+    other = torch.cat([x[:1], 10 * torch.randn(15, 4) + 5])   # same first sample, very different companions
+    vbn = gan.VirtualBatchNorm1d(4)
+    vbn.set_reference(torch.randn(32, 4))
+    torch.testing.assert_close(vbn(x)[:1], vbn(other)[:1], rtol=0, atol=0)
+    torch.testing.assert_close(vbn(x)[:1], vbn(x[:1]), rtol=1e-6, atol=1e-6)
+    bn = torch.nn.BatchNorm1d(4)                              # ordinary batch norm: the first output changes
+    assert (bn(x)[0] - bn(other)[0]).abs().max() > 0.1
+
+
+def test_virtual_batch_norm_bad_input():
+    with pytest.raises(ValueError, match="num_features"):
+        gan.VirtualBatchNorm1d(0)
+    with pytest.raises(ValueError, match="eps"):
+        gan.VirtualBatchNorm1d(3, eps=0.0)
+    vbn = gan.VirtualBatchNorm1d(3)
+    with pytest.raises(ValueError, match="reference is not set"):
+        vbn(torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"reference must be .*\(B, 3\)"):
+        vbn.set_reference(torch.randn(4, 2))
+    with pytest.raises(ValueError, match="reference must be"):
+        vbn.set_reference(torch.randn(0, 3))
+    vbn.set_reference(torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"x must be .*got \(4, 5\)"):
+        vbn(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="x must be"):
+        vbn(torch.randn(3))
+
+
+def test_toy_generator_batch_norm_options():
+    torch.manual_seed(0)
+    plain = gan.ToyGenerator(hidden=16, n_layers=2, batch_norm=False)
+    torch.manual_seed(0)
+    virtual = gan.ToyGenerator(hidden=16, n_layers=2, batch_norm="virtual", reference_size=20)
+    torch.manual_seed(0)
+    ordinary = gan.ToyGenerator(hidden=16, n_layers=2, batch_norm=True)
+    assert sum(isinstance(m, gan.VirtualBatchNorm1d) for m in virtual.modules()) == 2
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in ordinary.modules()) == 2
+    assert not any(isinstance(m, (gan.VirtualBatchNorm1d, torch.nn.BatchNorm1d)) for m in plain.modules())
+    assert virtual.reference_z.shape == (20, 2) and not hasattr(plain, "reference_z")
+    linears = [m.weight for m in virtual.modules() if isinstance(m, torch.nn.Linear)]
+    for w, w_plain in zip(linears, [m.weight for m in plain.modules() if isinstance(m, torch.nn.Linear)]):
+        torch.testing.assert_close(w, w_plain, rtol=0, atol=0)   # same layers as batch_norm=False for one seed
+    z = torch.randn(8, 2)
+    out = virtual(z)
+    assert out.shape == (8, 2)
+    torch.testing.assert_close(virtual(z[3:4]), out[3:4], rtol=1e-5, atol=1e-6)   # per-sample, in training mode
+    assert (ordinary(z[:4])[0] - ordinary(z)[0]).abs().max() > 1e-4             # batch norm mixes the batch
+    out.sum().backward()
+    assert all(p.grad is not None for p in virtual.parameters())
+    config = gan.ToyGANConfig(steps=3, batch_size=32)
+    gan.train_toy_gan(virtual, gan.ToyDiscriminator(hidden=16, n_layers=2), gan.ring_of_gaussians, config,
+                      device=CPU, progress=False)
+    assert gan.sample_toy(virtual, 5).shape == (5, 2)
+    for bad in ("virtual_bn", 2, None):
+        with pytest.raises(ValueError, match="batch_norm"):
+            gan.ToyGenerator(batch_norm=bad)
+    with pytest.raises(ValueError, match="reference_size"):
+        gan.ToyGenerator(batch_norm="virtual", reference_size=0)
