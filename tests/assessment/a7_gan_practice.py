@@ -132,13 +132,17 @@ def _r1(body):
     return _R1_HEAD + body
 
 
+# two-sided smoothing (fake target alpha), caught by the loss's values and by the trained discriminator
+_BOTH_SIDED = _loss(_REAL + '''\
+    fake = alpha * F.softplus(-fake_logits) + (1 - alpha) * F.softplus(fake_logits)
+    return real.mean() + fake.mean()
+''')
+
 MISTAKES = [
     # smoothed_discriminator_loss: values
     Mistake("loss_both_sided", test="test_smoothed_loss",
-            replaces={"smoothed_discriminator_loss": _loss(_REAL + '''\
-    fake = alpha * F.softplus(-fake_logits) + (1 - alpha) * F.softplus(fake_logits)
-    return real.mean() + fake.mean()
-''')}, description="both labels smoothed: the fake target alpha instead of 0 (two-sided smoothing)"),
+            replaces={"smoothed_discriminator_loss": _BOTH_SIDED},
+            description="both labels smoothed: the fake target alpha instead of 0 (two-sided smoothing)"),
     Mistake("loss_fake_side_smoothed", test="test_smoothed_loss",
             replaces={"smoothed_discriminator_loss": _loss('''\
     fake = alpha * F.softplus(-fake_logits) + (1 - alpha) * F.softplus(fake_logits)
@@ -299,10 +303,8 @@ def r1_penalty(discriminator, x_real):
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 ''')}, description="the real target stays 1: the trained D approaches pi / (pi + p), not (1 - alpha) pi / (pi + p)"),
     Mistake("dstar_run_both_sided", test="test_dstar",
-            replaces={"smoothed_discriminator_loss": _loss(_REAL + '''\
-    fake = alpha * F.softplus(-fake_logits) + (1 - alpha) * F.softplus(fake_logits)
-    return real.mean() + fake.mean()
-''')}, description="two-sided smoothing: the trained D stays near alpha where only the fakes are"),
+            replaces={"smoothed_discriminator_loss": _BOTH_SIDED},
+            description="two-sided smoothing: the trained D stays near alpha where only the fakes are"),
     Mistake("dstar_run_target_alpha", test="test_dstar",
             replaces={"smoothed_discriminator_loss": _loss('''\
     real = alpha * F.softplus(-real_logits) + (1 - alpha) * F.softplus(real_logits)
