@@ -182,7 +182,6 @@ def test_optimal_discriminator_maximises_value():
     assert gan.gan_value([0.0, 0.5], [1.0, 0.0], [0.0, 1.0], 1.0) == -math.inf
 
 
-
 @pytest.mark.parametrize("alpha, beta", [(0.1, 0.0), (0.3, 0.0), (0.2, 0.15)])
 def test_smoothed_optimal_discriminator_closed_form_and_numerical_maximiser(alpha, beta):
     from scipy.optimize import minimize_scalar
@@ -229,6 +228,7 @@ def test_smoothed_discriminator_loss_is_minimised_by_the_smoothed_optimum():
     opt.step(closure)
     d_star = gan.optimal_discriminator([pi, 1.0], [p, 1.0], label_smoothing=alpha)[0]
     assert torch.sigmoid(logit).item() == pytest.approx(d_star, abs=1e-6)
+
 
 def test_theory_bad_input():
     with pytest.raises(ValueError, match="p_data must be non-negative"):
@@ -451,7 +451,7 @@ def test_virtual_batch_norm_matches_hand_computation():
     with torch.no_grad():
         vbn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
         vbn.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
-    reference = torch.randn(7, 3, dtype=torch.float64).float()
+    reference = torch.randn(7, 3)
     x = torch.randn(5, 3) * 3 + 1
     out_ref = vbn.set_reference(reference)
     out = vbn(x)
