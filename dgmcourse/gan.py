@@ -19,6 +19,7 @@ Contents
   :func:`grid_of_gaussians`, :func:`mode_coverage`, :func:`mode_reverse_kl`.
 * Models and loops: :class:`VirtualBatchNorm1d` (virtual batch normalisation), :class:`ToyGenerator`,
   :class:`ToyDiscriminator`, :class:`ToyGANConfig`, :func:`d_step`, :func:`g_step`, :func:`train_toy_gan`,
+  :func:`sample_toy`, :func:`rejection_sample` (discriminator rejection sampling),
   :class:`DCGANGenerator`, :class:`DCGANDiscriminator`, :func:`train_dcgan`.
 """
 
@@ -684,12 +685,13 @@ class ToyDiscriminator(nn.Module):
 
     Default sizes are PacGAN's (3 hidden layers of 200 units; PacGAN uses maxout units).
 
-    ``forward(x)`` takes ``(B, pack * x_dim)`` and returns logits ``(B,)``;
+    ``forward(x)`` takes ``(B, pack * x_dim)`` and returns logits ``(B,)`` (``pack`` is kept as an attribute);
     ``features(x)`` returns the last hidden layer ``(B, hidden)`` for feature matching.
     """
 
     def __init__(self, x_dim: int = 2, hidden: int = 200, n_layers: int = 3, pack: int = 1) -> None:
         super().__init__()
+        self.pack = pack
         layers, width = [], x_dim * pack
         for _ in range(n_layers):
             layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
@@ -1044,6 +1046,72 @@ def sample_toy(generator: nn.Module, n: int, z_dim: int | None = None,
     x = generator(torch.randn(n, z_dim, generator=generator_rng).to(device)).cpu()
     generator.train(was_training)
     return x
+
+
+@torch.no_grad()
+def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, gamma_quantile: float | None = 0.95,
+                     burn_in: int = 10_000, epsilon: float = 1e-6, z_dim: int | None = None,
+                     generator_rng: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """Discriminator rejection sampling (Azadi et al. 2019, Algorithm 1 and eq. 8): ``n`` samples ``(n, d)``.
+
+    A discriminator at its optimum has logit :math:`\\tilde D(x) = \\log \\pi(x) / p_g(x)`, so accepting a
+    generator sample with probability :math:`\\exp(\\tilde D(x) - \\tilde D_M)`, where :math:`\\tilde D_M` is the
+    largest logit, turns :math:`p_g` into :math:`\\pi` (rejection sampling with the bound :math:`e^{\\tilde D_M}`).
+    In practice the sample is accepted when :math:`\\sigma(F(x)) > u`, :math:`u \\sim U(0, 1)`, with
+
+    .. math:: F(x) = \\tilde D(x) - \\tilde D_M - \\log(1 - e^{\\tilde D(x) - \\tilde D_M - \\epsilon}) - \\gamma.
+
+    :math:`\\tilde D_M` is the largest logit of ``burn_in`` generator samples, raised whenever a larger one
+    appears. With :math:`\\gamma = 0` (``gamma_quantile=None``) the acceptance probability is exactly
+    :math:`e^{\\tilde D(x) - \\tilde D_M - \\epsilon}`; the paper sets :math:`\\gamma` to a quantile of
+    :math:`F` (``gamma_quantile``, computed on each batch of ``burn_in`` proposals), which accepts more.
+    The generator and discriminator are evaluated in eval mode (restored afterwards); the discriminator
+    must score single samples (no packing): ``discriminator(x)`` ``(B, d)`` → logits ``(B,)``.
+
+    Returns:
+        ``(samples, acceptance_rate)``: accepted samples ``(n, d)`` on the CPU, and the fraction of
+        proposals accepted.
+
+    Raises:
+        ValueError: ``n`` or ``burn_in`` < 1, ``gamma_quantile`` outside (0, 1), ``epsilon`` <= 0, no ``z_dim``,
+            or a discriminator whose output is not one logit per sample.
+    """
+    if n < 1 or burn_in < 1:
+        raise ValueError(f"n and burn_in must be >= 1, got n={n}, burn_in={burn_in}")
+    if gamma_quantile is not None and not 0.0 < gamma_quantile < 1.0:
+        raise ValueError(f"gamma_quantile must be in (0, 1) or None, got {gamma_quantile}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if getattr(discriminator, "pack", 1) != 1:
+        raise ValueError(f"discriminator must score single samples, got a packed one (pack={discriminator.pack})")
+    device = next(discriminator.parameters()).device
+    was_training = discriminator.training
+    discriminator.eval()
+
+    def propose() -> tuple[torch.Tensor, torch.Tensor]:
+        x = sample_toy(generator, burn_in, z_dim, generator_rng)
+        logits = discriminator(x.to(device)).cpu()
+        if logits.shape != (burn_in,):
+            raise ValueError(f"discriminator must return one logit per sample, shape ({burn_in},), "
+                             f"got {tuple(logits.shape)}")
+        return x, logits.double()
+
+    _, logits = propose()
+    d_max = logits.max()
+    accepted, n_accepted, n_proposed = [], 0, 0
+    while n_accepted < n:
+        x, logits = propose()
+        d_max = torch.maximum(d_max, logits.max())
+        gap = logits - d_max
+        f = gap - torch.log1p(-torch.exp(gap - epsilon))
+        if gamma_quantile is not None:
+            f = f - torch.quantile(f, gamma_quantile)
+        keep = torch.sigmoid(f) > torch.rand(burn_in, generator=generator_rng, dtype=torch.float64)
+        accepted.append(x[keep])
+        n_accepted += int(keep.sum())
+        n_proposed += burn_in
+    discriminator.train(was_training)
+    return torch.cat(accepted)[:n], n_accepted / n_proposed
 
 
 # ------------------------------------------------------------------------------ DCGAN

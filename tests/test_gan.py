@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 from scipy.special import expit
-from scipy.stats import norm
+from scipy.stats import kstest, norm
+from torch.distributions import Normal
 
 from dgmcourse import gan
 from dgmcourse.divergences import js_divergence
@@ -426,6 +427,69 @@ def test_toy_gan_learns_a_single_gaussian():
                       device=CPU, progress=False)
     x = gan.sample_toy(g, 500)
     assert (x.mean(0) - target).norm().item() < 0.3
+
+
+class _LogRatio(torch.nn.Module):
+    """The optimal discriminator's logit log π(x)/p(x) for data N(0, scale²) against proposals N(0, 1), in 1-D."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.squeeze(-1).double()
+        return Normal(0.0, self.scale).log_prob(x) - Normal(0.0, 1.0).log_prob(x)
+
+
+def _identity_generator() -> torch.nn.Module:
+    g = torch.nn.Linear(1, 1)            # G(z) = z: the proposal is the prior N(0, 1)
+    torch.nn.init.ones_(g.weight), torch.nn.init.zeros_(g.bias)
+    g.z_dim = 1
+    return g
+
+
+def test_rejection_sample_with_the_optimal_discriminator_samples_the_data():
+    d = _LogRatio(0.8)
+    x, acceptance = gan.rejection_sample(_identity_generator(), d, 20_000, gamma_quantile=None,
+                                         generator_rng=torch.Generator().manual_seed(0))
+    assert x.shape == (20_000, 1)
+    assert kstest(x.squeeze(1).numpy(), norm(0, 0.8).cdf).pvalue > 0.01
+    assert kstest(x.squeeze(1).numpy(), norm(0, 1).cdf).pvalue < 1e-6      # the proposals' law is rejected
+    assert acceptance == pytest.approx(0.8, abs=0.01)                          # 1/M, M = max π/p = 1/0.8 at x = 0
+
+
+def test_rejection_sample_follows_azadi_eq_8_by_hand():
+    burn_in, q, eps = 400, 0.9, 1e-6
+    d = _LogRatio(0.5)
+    x, acceptance = gan.rejection_sample(_identity_generator(), d, 50, gamma_quantile=q, burn_in=burn_in,
+                                         epsilon=eps, generator_rng=torch.Generator().manual_seed(3))
+    rng = torch.Generator().manual_seed(3)               # the same stream: burn-in, proposals, uniforms
+    z_burn, z = torch.randn(burn_in, 1, generator=rng), torch.randn(burn_in, 1, generator=rng)
+    u = torch.rand(burn_in, generator=rng, dtype=torch.float64)
+    with torch.no_grad():
+        logits = d(z)
+        d_max = torch.maximum(d(z_burn).max(), logits.max())
+    gap = (logits - d_max).numpy()
+    f = gap - np.log1p(-np.exp(gap - eps))
+    keep = expit(f - np.quantile(f, q)) > u.numpy()
+    assert keep.sum() >= 50 and acceptance == keep.mean()
+    torch.testing.assert_close(x, z[torch.from_numpy(keep)][:50])
+
+
+def test_rejection_sample_restores_modes_and_rejects_bad_input():
+    g, d = small_pair()
+    d.train()
+    x, _ = gan.rejection_sample(g, d, 10, burn_in=100)
+    assert x.shape == (10, 2) and d.training and g.training
+    for kwargs, message in [(dict(n=0), "n and burn_in must be >= 1"), (dict(burn_in=0), "n and burn_in"),
+                            (dict(gamma_quantile=1.0), "gamma_quantile must be in"),
+                            (dict(epsilon=0.0), "epsilon must be > 0")]:
+        with pytest.raises(ValueError, match=message):
+            gan.rejection_sample(g, d, **{"n": 10, **kwargs})
+    with pytest.raises(ValueError, match="packed one"):
+        gan.rejection_sample(g, gan.ToyDiscriminator(hidden=8, pack=2), 10)
+    with pytest.raises(ValueError, match="one logit per sample"):
+        gan.rejection_sample(g, torch.nn.Linear(2, 2), 10)
 
 
 def test_dcgan_shapes_and_training_step():
