@@ -1049,7 +1049,7 @@ def sample_toy(generator: nn.Module, n: int, z_dim: int | None = None,
 
 
 @torch.no_grad()
-def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, gamma_quantile: float | None = 0.95,
+def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, gamma_quantile: float | None = None,
                      burn_in: int = 10_000, epsilon: float = 1e-6, z_dim: int | None = None,
                      generator_rng: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
     """Discriminator rejection sampling (Azadi et al. 2019, Algorithm 1 and eq. 8): ``n`` samples ``(n, d)``.
@@ -1062,9 +1062,11 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, gam
     .. math:: F(x) = \\tilde D(x) - \\tilde D_M - \\log(1 - e^{\\tilde D(x) - \\tilde D_M - \\epsilon}) - \\gamma.
 
     :math:`\\tilde D_M` is the largest logit of ``burn_in`` generator samples, raised whenever a larger one
-    appears. With :math:`\\gamma = 0` (``gamma_quantile=None``) the acceptance probability is exactly
-    :math:`e^{\\tilde D(x) - \\tilde D_M - \\epsilon}`; the paper sets :math:`\\gamma` to a quantile of
-    :math:`F` (``gamma_quantile``, computed on each batch of ``burn_in`` proposals), which accepts more.
+    appears. With :math:`\\gamma = 0` (``gamma_quantile=None``, the default) the acceptance probability is exactly
+    :math:`e^{\\tilde D(x) - \\tilde D_M - \\epsilon}`. Azadi et al. shift :math:`F` by :math:`\\gamma` to set the
+    acceptance rate; with ``gamma_quantile=q``, :math:`\\gamma` is the q-quantile of :math:`F` over each batch of
+    ``burn_in`` proposals, so the proposal at that quantile is accepted with probability 1/2 (no longer exact:
+    lecture 3 shows it unbalancing the modes).
     The generator and discriminator are evaluated in eval mode (restored afterwards); the discriminator
     must score single samples (no packing): ``discriminator(x)`` ``(B, d)`` → logits ``(B,)``.
 
@@ -1074,7 +1076,7 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, gam
 
     Raises:
         ValueError: ``n`` or ``burn_in`` < 1, ``gamma_quantile`` outside (0, 1), ``epsilon`` <= 0, no ``z_dim``,
-            or a discriminator whose output is not one logit per sample.
+            a discriminator whose output is not one finite logit per sample.
     """
     if n < 1 or burn_in < 1:
         raise ValueError(f"n and burn_in must be >= 1, got n={n}, burn_in={burn_in}")
@@ -1091,26 +1093,28 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, gam
     def propose() -> tuple[torch.Tensor, torch.Tensor]:
         x = sample_toy(generator, burn_in, z_dim, generator_rng)
         logits = discriminator(x.to(device)).cpu()
-        if logits.shape != (burn_in,):
-            raise ValueError(f"discriminator must return one logit per sample, shape ({burn_in},), "
-                             f"got {tuple(logits.shape)}")
+        if logits.shape != (burn_in,) or not torch.isfinite(logits).all():
+            raise ValueError(f"discriminator must return one finite logit per sample, shape ({burn_in},), "
+                             f"got shape {tuple(logits.shape)}")
         return x, logits.double()
 
-    _, logits = propose()
-    d_max = logits.max()
-    accepted, n_accepted, n_proposed = [], 0, 0
-    while n_accepted < n:
-        x, logits = propose()
-        d_max = torch.maximum(d_max, logits.max())
-        gap = logits - d_max
-        f = gap - torch.log1p(-torch.exp(gap - epsilon))
-        if gamma_quantile is not None:
-            f = f - torch.quantile(f, gamma_quantile)
-        keep = torch.sigmoid(f) > torch.rand(burn_in, generator=generator_rng, dtype=torch.float64)
-        accepted.append(x[keep])
-        n_accepted += int(keep.sum())
-        n_proposed += burn_in
-    discriminator.train(was_training)
+    try:
+        _, logits = propose()
+        d_max = logits.max()
+        accepted, n_accepted, n_proposed = [], 0, 0
+        while n_accepted < n:
+            x, logits = propose()
+            d_max = torch.maximum(d_max, logits.max())
+            gap = logits - d_max
+            f = gap - torch.log1p(-torch.exp(gap - epsilon))
+            if gamma_quantile is not None:
+                f = f - torch.quantile(f, gamma_quantile)
+            keep = torch.sigmoid(f) > torch.rand(burn_in, generator=generator_rng, dtype=torch.float64)
+            accepted.append(x[keep])
+            n_accepted += int(keep.sum())
+            n_proposed += burn_in
+    finally:
+        discriminator.train(was_training)
     return torch.cat(accepted)[:n], n_accepted / n_proposed
 
 

@@ -450,7 +450,7 @@ def _identity_generator() -> torch.nn.Module:
 
 def test_rejection_sample_with_the_optimal_discriminator_samples_the_data():
     d = _LogRatio(0.8)
-    x, acceptance = gan.rejection_sample(_identity_generator(), d, 20_000, gamma_quantile=None,
+    x, acceptance = gan.rejection_sample(_identity_generator(), d, 20_000,   # default gamma_quantile=None: γ = 0
                                          generator_rng=torch.Generator().manual_seed(0))
     assert x.shape == (20_000, 1)
     assert kstest(x.squeeze(1).numpy(), norm(0, 0.8).cdf).pvalue > 0.01
@@ -488,8 +488,13 @@ def test_rejection_sample_restores_modes_and_rejects_bad_input():
             gan.rejection_sample(g, d, **{"n": 10, **kwargs})
     with pytest.raises(ValueError, match="packed one"):
         gan.rejection_sample(g, gan.ToyDiscriminator(hidden=8, pack=2), 10)
-    with pytest.raises(ValueError, match="one logit per sample"):
+    with pytest.raises(ValueError, match="one finite logit per sample"):
         gan.rejection_sample(g, torch.nn.Linear(2, 2), 10)
+    nan_d = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))
+    torch.nn.init.constant_(nan_d[0].bias, float("nan"))
+    with pytest.raises(ValueError, match="one finite logit per sample"):
+        gan.rejection_sample(g, nan_d, 10)
+    assert nan_d.training                                # restored after the error too
 
 
 def test_dcgan_shapes_and_training_step():
