@@ -79,6 +79,14 @@ PUBLISHED = {
 }
 
 
+SCORES = ("modes", "high_quality_pct", "reverse_kl")
+
+
+def scores(x: torch.Tensor, means: torch.Tensor, sigma: float) -> dict:
+    modes, hq = gan.mode_coverage(x, means, sigma)
+    return {"modes": modes, "high_quality_pct": 100 * hq, "reverse_kl": gan.mode_reverse_kl(x, means, sigma)}
+
+
 def one_run(data: str, recipe: str, seed: int) -> dict:
     sample, means, sigma, arch = DATA[data]
     options = dict(RECIPES[recipe])
@@ -89,24 +97,13 @@ def one_run(data: str, recipe: str, seed: int) -> dict:
     cpu, wall = time.process_time(), time.perf_counter()
     config = gan.ToyGANConfig(steps=arch["steps"], batch_size=BATCH_SIZE, lr_g=LR, lr_d=LR, **options)
     gan.train_toy_gan(G, D, sample, config, device=torch.device("cpu"), seed=seed, progress=False)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     x = gan.sample_toy(G, N_EVAL, generator_rng=torch.Generator().manual_seed(seed))
-    run = {"seed": seed, **scores(x, means, sigma), "cpu_s": cpu, "wall_s": wall}
+    run = scores(x, means, sigma)
     if drs:
-        cpu, wall = time.process_time(), time.perf_counter()
         x, acceptance = gan.rejection_sample(G, D, N_EVAL, gamma_quantile=DRS_GAMMA_QUANTILE,
                                              generator_rng=torch.Generator().manual_seed(seed))
-        run.update(without_drs={k: run[k] for k in SCORES}, **scores(x, means, sigma), acceptance=acceptance,
-                   cpu_s=run["cpu_s"] + time.process_time() - cpu, wall_s=run["wall_s"] + time.perf_counter() - wall)
-    return run
-
-
-SCORES = ("modes", "high_quality_pct", "reverse_kl")
-
-
-def scores(x: torch.Tensor, means: torch.Tensor, sigma: float) -> dict:
-    modes, hq = gan.mode_coverage(x, means, sigma)
-    return {"modes": modes, "high_quality_pct": 100 * hq, "reverse_kl": gan.mode_reverse_kl(x, means, sigma)}
+        run = {**scores(x, means, sigma), "acceptance": acceptance, "without_drs": run}
+    return {"seed": seed, **run, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
 
 
 def summary(runs: list[dict], keys: tuple[str, ...] = (*SCORES, "cpu_s", "wall_s")) -> dict:
@@ -170,6 +167,7 @@ def main() -> None:
                       f"HQ {r['high_quality_pct']['mean']:5.1f} ± {r['high_quality_pct']['std']:.1f} %  "
                       f"reverse KL {r['reverse_kl']['mean']:.3f}  "
                       f"CPU {r['cpu_s']['mean']:.0f} s, wall {r['wall_s']['mean']:.0f} s per run")
+
 
 if __name__ == "__main__":
     main()
