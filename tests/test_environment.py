@@ -48,3 +48,23 @@ def test_xdist_loadgroup_keeps_each_group_on_one_worker(request):
     if not getattr(request.config.option, "loadgroup", False):
         pytest.skip("not run by pytest-xdist with --dist loadgroup")
     assert request.node.nodeid.endswith("@guard"), f"xdist groups are ignored (node id {request.node.nodeid!r})"
+
+
+def test_the_wheel_ships_lecture_5_weights(tmp_path):
+    """`pip install` from git (the lectures' Colab cell) builds a wheel: the beta-VAE weights that lecture 05 loads
+    (dgmcourse.disentanglement.load_beta_vae) must be in it, not only in an editable checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "dgmcourse", tmp_path / "dgmcourse", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "-w", str(tmp_path / "dist"), str(tmp_path)], check=True, cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("dgmcourse-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "dgmcourse/weights/beta_vae_dsprites.pt" in names
+    assert "dgmcourse/disentanglement.py" in names and "dgmcourse/grading/__init__.py" in names
