@@ -609,11 +609,11 @@ def load_beta_vae(path: str | Path = BETA_VAE_WEIGHTS, device: torch.device | No
     """The beta-VAE (Higgins et al. 2017) shipped with the course (default), or one saved by :func:`save_beta_vae`,
     in eval mode.
 
-    The shipped model is the best of ``benchmarks/disentanglement.py``'s sweep (by MIG) on the lecture's
-    dSprites variant, ``DSprites(resolution=32, num_positions=16, num_orientations=10)``: its ``info`` holds
-    ``"model"`` (MLPVAE arguments), ``"training"`` (:func:`~dgmcourse.vae.train_vae` arguments, to retrain
-    it), ``"metrics"`` (its six scores with Locatello et al.'s sizes) and ``"sweep"`` (every model's
-    beta, seed and scores), so the lecture needs no report file.
+    The shipped model is the best of ``benchmarks/disentanglement.py``'s sweep (largest MIG + DCI
+    disentanglement) on the lecture's dSprites variant, ``DSprites(resolution=32, num_positions=16,
+    num_orientations=10)``: its ``info`` holds ``"model"`` (MLPVAE arguments), ``"training"``
+    (:func:`~dgmcourse.vae.train_vae` arguments, to retrain it), ``"metrics"`` (its six scores with Locatello
+    et al.'s sizes) and ``"sweep"`` (every model's beta, seed and scores), so the lecture needs no report file.
 
     Returns:
         ``(model, info)``: the model in float32 on ``device`` (default CPU) and the dict saved with it.
