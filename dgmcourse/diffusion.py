@@ -37,6 +37,8 @@ Contents
   :mod:`dgmcourse.gan`: :func:`mixture_score`, :func:`noised_mixture_score`,
   :func:`optimal_epsilon`. With them the samplers can be studied without training a network.
 * A small ε-network and its training loop: :class:`EpsMLP`, :func:`train_epsilon_model`.
+* Latent diffusion (Rombach et al. 2022): :func:`encode_latents`, :func:`decode_latents` carry images to a
+  trained VAE's standardised latent codes and back; the diffusion model is trained and sampled there.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "reverse_step", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "epsilon_loss",
     "elbo_weights", "dsm_loss", "geometric_noise_levels", "langevin_dynamics", "annealed_langevin_dynamics",
     "mixture_score", "noised_mixture_score", "optimal_epsilon", "EpsMLP", "train_epsilon_model",
+    "encode_latents", "decode_latents",
 ]
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -992,3 +995,74 @@ def train_epsilon_model(model: nn.Module, sample_batch: Callable[[], torch.Tenso
                 p.copy_(a)
     model.eval()
     return losses
+
+
+# ----------------------------------------------------------------------------- latent diffusion
+@torch.no_grad()
+def encode_latents(vae: nn.Module, x: torch.Tensor, batch_size: int = 1000
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The data for a latent diffusion model (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent
+    Diffusion Models", sec. 3): a trained VAE's encoder means, standardised coordinate by coordinate,
+    :math:`\mathbf u = (\boldsymbol\mu_\phi(\mathbf x) - \mathbf m) / \mathbf s`, so that the forward process,
+    which ends at :math:`\mathcal N(0, I)`, starts from data of unit scale (Rombach et al. rescale by the latents'
+    standard deviation, their sec. 4.3.2 and appendix G).
+
+    Args:
+        vae: a :class:`dgmcourse.vae.VAE` (``encode(x) -> (mu, logvar)``), run in eval mode on its own device;
+            its training mode is restored afterwards.
+        x: images ``(N, *x_shape)``, N >= 2.
+        batch_size: images encoded at once.
+
+    Returns:
+        ``(u, m, s)``: ``u`` ``(N, z_dim)`` with mean 0 and standard deviation 1 in every coordinate, on the VAE's
+        device; ``m`` and ``s`` ``(z_dim,)``, the means' mean and standard deviation (:func:`decode_latents`
+        inverts the map).
+
+    Raises:
+        ValueError: fewer than 2 images, ``batch_size`` < 1, a coordinate of the means that is constant (no
+            scale to divide by), or as ``vae.encode`` for images of the wrong shape.
+    """
+    if len(x) < 2:
+        raise ValueError(f"x must hold at least 2 images, got {len(x)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device, was_training = next(vae.parameters()).device, vae.training
+    vae.eval()
+    try:
+        mu = torch.cat([vae.encode(chunk.to(device))[0] for chunk in x.split(batch_size)])
+    finally:
+        vae.train(was_training)
+    m, s = mu.mean(0), mu.std(0)
+    if not (s > 0).all():
+        raise ValueError(f"latent coordinates {torch.nonzero(s <= 0).flatten().tolist()} are constant over x: "
+                         "cannot standardise them")
+    return (mu - m) / s, m, s
+
+
+@torch.no_grad()
+def decode_latents(vae: nn.Module, u: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    r"""Images from standardised latent codes: the VAE's mean image :math:`\mathbb E[\mathbf x \mid \mathbf z]`
+    at :math:`\mathbf z = \mathbf m + \mathbf s \odot \mathbf u` (the inverse of :func:`encode_latents`;
+    Rombach et al. 2022, sec. 3: a sample of the latent diffusion model is decoded once).
+
+    Args:
+        vae: the VAE whose encoder gave ``m`` and ``s`` (``mean_image(z) -> (B, *x_shape)``), in eval mode while
+            decoding; its training mode is restored afterwards.
+        u: ``(B, z_dim)`` standardised codes, e.g. :func:`ddim_sample` of a model trained on
+            :func:`encode_latents`'s ``u``; ``m``, ``s``: ``(z_dim,)`` from :func:`encode_latents`.
+
+    Returns:
+        ``(B, *x_shape)`` images on the VAE's device (values in [0, 1] for a Bernoulli decoder).
+
+    Raises:
+        ValueError: ``u`` not ``(B, z_dim)`` or ``m``, ``s`` not ``(z_dim,)``.
+    """
+    if u.ndim != 2 or m.shape != (u.shape[1],) or s.shape != (u.shape[1],):
+        raise ValueError(f"need u (B, z_dim) and m, s (z_dim,); got {tuple(u.shape)}, {tuple(m.shape)}, "
+                         f"{tuple(s.shape)}")
+    device, was_training = next(vae.parameters()).device, vae.training
+    vae.eval()
+    try:
+        return vae.mean_image((u.to(device) * s.to(device) + m.to(device)))
+    finally:
+        vae.train(was_training)

@@ -548,3 +548,51 @@ def test_train_epsilon_model_approaches_the_exact_epsilon_of_a_gaussian():
     for bad, message in [(dict(steps=0), "steps"), (dict(lr=0.0), "lr"), (dict(ema_decay=1.0), "ema_decay")]:
         with pytest.raises(ValueError, match=message):
             D.train_epsilon_model(a, lambda: torch.ones(4, 1), short, **({"steps": 2} | bad), progress=False)
+
+
+class _LinearVAE(torch.nn.Module):
+    """encode(x) = (x W^T + b, 0); mean_image(z) = z W (a stand-in VAE with known maps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Linear(4, 3)
+        self.dropout = torch.nn.Dropout(0.5)          # active only in training mode
+
+    def encode(self, x):
+        return self.dropout(self.enc(x)), torch.zeros(len(x), 3)
+
+    def mean_image(self, z):
+        return self.dropout(z @ self.enc.weight)
+
+
+def test_encode_latents_standardises_the_encoder_means_and_decode_inverts():
+    torch.manual_seed(0)
+    vae = _LinearVAE().train()
+    x = torch.randn(50, 4) * torch.tensor([1.0, 3.0, 0.5, 2.0]) + 1.0
+    u, m, s = D.encode_latents(vae, x, batch_size=7)
+    mu = vae.enc(x).detach()
+    torch.testing.assert_close(m, mu.mean(0))
+    torch.testing.assert_close(s, mu.std(0))
+    torch.testing.assert_close(u.mean(0), torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(u.std(0), torch.ones(3))
+    torch.testing.assert_close(u * s + m, mu)                        # eval mode: no dropout
+    images = D.decode_latents(vae, u[:5], m, s)
+    torch.testing.assert_close(images, mu[:5] @ vae.enc.weight.detach())
+    assert vae.training and vae.dropout.training                     # the mode is restored
+
+
+def test_latent_diffusion_bad_input():
+    vae = _LinearVAE()
+    with pytest.raises(ValueError, match="at least 2"):
+        D.encode_latents(vae, torch.randn(1, 4))
+    with pytest.raises(ValueError, match="batch_size"):
+        D.encode_latents(vae, torch.randn(5, 4), batch_size=0)
+    with torch.no_grad():
+        vae.enc.weight[1] = 0.0                                       # code 1 ignores x: constant
+    with pytest.raises(ValueError, match=r"coordinates \[1\] are constant"):
+        D.encode_latents(vae, torch.randn(5, 4))
+    u, m, s = torch.zeros(2, 3), torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match="u"):
+        D.decode_latents(vae, torch.zeros(2, 2), m, s)
+    with pytest.raises(ValueError, match="u"):
+        D.decode_latents(vae, u, m, torch.ones(2))
