@@ -51,6 +51,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dgmcourse.vae import encoder_means
+
 __all__ = [
     "NoiseSchedule", "schedule_from_betas", "schedule_from_alpha_bars", "linear_schedule", "cosine_schedule",
     "forward_step", "q_sample", "posterior_mean_var", "predict_x0", "reverse_variances", "reverse_mean",
@@ -1026,12 +1028,7 @@ def encode_latents(vae: nn.Module, x: torch.Tensor, batch_size: int = 1000
         raise ValueError(f"x must hold at least 2 images, got {len(x)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    device, was_training = next(vae.parameters()).device, vae.training
-    vae.eval()
-    try:
-        mu = torch.cat([vae.encode(chunk.to(device))[0] for chunk in x.split(batch_size)])
-    finally:
-        vae.train(was_training)
+    mu = encoder_means(vae, x, batch_size)
     m, s = mu.mean(0), mu.std(0)
     if not (s > 0).all():
         raise ValueError(f"latent coordinates {torch.nonzero(s <= 0).flatten().tolist()} are constant over x: "

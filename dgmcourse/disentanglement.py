@@ -31,7 +31,7 @@ from sklearn.preprocessing import label_binarize
 from sklearn.svm import LinearSVC
 
 from dgmcourse.divergences import mmd_permutation_test as mmd_permutation_test  # re-exported
-from dgmcourse.vae import MLPVAE
+from dgmcourse.vae import MLPVAE, encoder_means
 
 BETA_VAE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "beta_vae_dsprites.pt"
 
@@ -563,7 +563,6 @@ def all_metrics(sample_factors: SampleFactors, represent: Represent, rng: np.ran
 # ----------------------------------------------------------------------------------------------
 # beta-VAE representations
 # ----------------------------------------------------------------------------------------------
-@torch.no_grad()
 def mean_representation(model, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """The encoder mean mu(x) of a VAE as the representation ("training: sampled z; inference: the
     mean", Locatello et al. 2019, Sec. 2). ``x``: ``(n, *x_shape)`` array; returns float64 ``(n, z_dim)``.
@@ -574,14 +573,7 @@ def mean_representation(model, x: np.ndarray, batch_size: int = 2048) -> np.ndar
     Raises:
         ValueError: from ``model.encode`` when ``x`` has the wrong shape.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        return np.concatenate([model.encode(torch.as_tensor(chunk, dtype=torch.float32, device=device))[0]
-                               .double().cpu().numpy() for chunk in np.array_split(x, -(-len(x) // batch_size))])
-    finally:
-        model.train(was_training)
+    return encoder_means(model, torch.as_tensor(x, dtype=torch.float32), batch_size).double().cpu().numpy()
 
 
 def save_beta_vae(model: MLPVAE, info: dict, path: str | Path = BETA_VAE_WEIGHTS) -> Path:

@@ -276,6 +276,24 @@ class ConvVAE(VAE):
 
 
 @torch.no_grad()
+@torch.no_grad()
+def encoder_means(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """The encoder means mu(x) of a VAE, ``(N, z_dim)`` on the model's device: ``model.encode`` in eval mode on
+    chunks of ``batch_size`` images ``(N, *x_shape)``; the model's training mode is restored afterwards, also when
+    encoding raises. Used for the mean representation (Locatello et al. 2019, Sec. 2) and latent diffusion's codes
+    (Rombach et al. 2022, sec. 3).
+
+    Raises:
+        ValueError: from ``model.encode`` when ``x`` has the wrong shape.
+    """
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        return torch.cat([model.encode(chunk.to(device))[0] for chunk in x.split(batch_size)])
+    finally:
+        model.train(was_training)
+
+
 def evaluate_elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, batch_size: int = 500) -> float:
     """Mean one-sample ELBO (nats per datum) of ``model`` on ``x`` ``(N, *x_shape)``."""
     device = next(model.parameters()).device
