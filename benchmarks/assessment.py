@@ -38,6 +38,7 @@ def reference(name: str, jobs: int, seeds: int) -> dict:
     source = nbformat.read(assessment.notebooks(name)[0], as_version=4)
     stochastic = assessment.stochastic_tests(source)
     grid = list(itertools.product(range(seeds), THREADS, MODES))
+    inputs = assessment.evidence_inputs(name, "reference")   # what the runs measure: checked again below
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         runs = list(tqdm(pool.map(assessment.reference_run, itertools.repeat(name),
                                   *zip(*grid)), total=len(grid), desc=f"{name} reference"))
@@ -49,7 +50,10 @@ def reference(name: str, jobs: int, seeds: int) -> dict:
                        "failed_runs": failed}
     wall = {mode: sorted(r["wall_s"] for r in runs if r["smoke"] == (mode == "smoke"))
             for mode in ("smoke", "full")}
-    return {"seeds": [0, seeds - 1], "threads": list(THREADS), "runs": len(runs),
+    if assessment.evidence_inputs(name, "reference") != inputs:
+        raise RuntimeError(f"{name}: the notebook or the library changed while its reference runs ran")
+    return {"digest": assessment.evidence_digest(inputs), "inputs": inputs,
+            "seeds": [0, seeds - 1], "threads": list(THREADS), "runs": len(runs),
             "median_wall_s": {mode: w[len(w) // 2] for mode, w in wall.items()}, "tests": tests}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -453,6 +454,205 @@ def fixture_problems(assignment: str, root: str | Path = ROOT) -> list[str]:
     names = [m.name for m in mistakes]
     problems += [f"mistake {n}: named twice" for n in sorted({n for n in names if names.count(n) > 1})]
     return problems
+
+
+# --- evidence digests ---------------------------------------------------------------------------
+def _semantic(source: str) -> str:
+    """A Python source's meaning without its layout: the AST with docstrings dropped, so comments,
+    line breaks, semicolons and docstrings do not change it."""
+    tree = _parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def _notebook_semantic(path: Path) -> str:
+    """The code cells' ASTs and every cell's nbgrader metadata: what can change a grade."""
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        meta = json.dumps(_meta(cell), sort_keys=True)
+        parts.append(f"{cell.cell_type} {meta} " + (_semantic(cell.source) if cell.cell_type == "code" else ""))
+    return "\n".join(parts)
+
+
+def _library_imports(source: str) -> set[str]:
+    """``dgmcourse`` modules (dotted names) a Python source imports, relative imports resolved
+    as inside the package's top level."""
+    found = set()
+    for node in ast.walk(_parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "dgmcourse"}
+        elif isinstance(node, ast.ImportFrom):
+            module = ("dgmcourse." if node.level else "") + (node.module or "")
+            module = module.rstrip(".") or "dgmcourse"
+            if module.split(".")[0] == "dgmcourse":
+                found.add(module)
+                found |= {f"{module}.{a.name}" for a in node.names}   # `from dgmcourse import vae`
+    return found
+
+
+def _module_path(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def library_closure(sources: list[str], root: str | Path = ROOT) -> list[Path]:
+    """Every ``dgmcourse`` module file the sources import, directly or through each other (with
+    the packages' ``__init__.py`` files on the way), sorted."""
+    root = Path(root)
+    todo = set().union(*(_library_imports(s) for s in sources)) | {"dgmcourse"}
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):        # dgmcourse, dgmcourse.grading, ...: run on import
+            prefix = ".".join(parts[:k])
+            path = _module_path(root, prefix)
+            if path is not None and prefix not in seen:
+                seen[prefix] = path
+                todo |= _library_imports(path.read_text())
+    return sorted(set(seen.values()))
+
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _identifiers(tree: ast.AST) -> set[str]:
+    """Names a piece of code may reach: names, attributes, imported names and identifier-like
+    strings (``getattr(module, "name")``)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.add((node.asname or node.name).split(".")[0])
+            found.add(node.name.split(".")[-1])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and IDENTIFIER.match(node.value):
+            found.add(node.value)
+    return found
+
+
+def _defined_names(stmt: ast.stmt) -> list[str]:
+    """The names a top-level definition binds (functions, classes, ``NAME = ...``); [] for other
+    statements, which run on import whatever is used."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+        [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
+    if targets and all(isinstance(t, ast.Name) for t in targets):
+        return [t.id for t in targets]
+    return []
+
+
+def used_definitions(sources: list[str], root: str | Path = ROOT) -> dict[Path, str]:
+    """The parts of the ``dgmcourse`` modules that code can run, by meaning (AST, docstrings dropped).
+
+    Of each module in :func:`library_closure`, every top-level statement that is not a function or
+    class definition (it runs on import), and the definitions the sources reach: transitively,
+    any definition whose name the sources or a reached part mention (as a name, an attribute or an
+    identifier-like string) is reached. A name shared by definitions in several modules reaches them
+    all, so the result over-covers rather than misses. Adding an unrelated function to a module
+    leaves the result unchanged; editing a reached one changes it.
+
+    Returns:
+        ``{module path: semantic text of its reached parts}``.
+    """
+    modules = {path: _parse(path.read_text()) for path in library_closure(sources, root)}
+    always, definitions = {}, {}
+    for path, tree in modules.items():
+        always[path] = []
+        for stmt in tree.body:
+            names = _defined_names(stmt)
+            if names:
+                for name in names:
+                    definitions.setdefault(name, []).append((path, stmt))
+            else:
+                always[path].append(stmt)
+    todo = set().union(*(_identifiers(_parse(s)) for s in sources))
+    for stmts in always.values():
+        for stmt in stmts:
+            todo |= _identifiers(stmt)
+    reached, done = set(), set()
+    while todo:
+        name = todo.pop()
+        done.add(name)
+        for path, stmt in definitions.get(name, []):
+            if id(stmt) not in reached:
+                reached.add(id(stmt))
+                todo |= _identifiers(stmt) - done
+    out = {}
+    for path, tree in modules.items():
+        kept = [stmt for stmt in tree.body if id(stmt) in reached or stmt in always[path]]
+        out[path] = _semantic(ast.unparse(ast.Module(body=kept, type_ignores=[])))
+    return out
+
+
+EVIDENCE_KINDS = ("reference", "grading")
+
+
+def evidence_inputs(assignment: str, kind: str, root: str | Path = ROOT) -> dict[str, str]:
+    """What can change an assignment's evidence, each input with the sha256 (16 hex) of its meaning.
+
+    ``kind="reference"`` (runs of the solution notebook on other seeds): the source folder
+    ``solutions/<assignment>/`` (notebooks by their code cells' ASTs and nbgrader metadata, other
+    files by their bytes), the ``dgmcourse`` modules its code imports, transitively (by AST, docstrings
+    dropped), the package's data files (``dgmcourse/weights/``) and the pins of ``requirements.txt``.
+    ``kind="grading"`` (variants graded through the sandbox) adds the fixtures
+    ``tests/assessment/<assignment>.py``, every module of ``dgmcourse/grading/``, ``dgmcourse/assessment.py``
+    and ``nbgrader_config.py``.
+
+    Returns:
+        ``{path relative to root: digest}``, sorted by path.
+
+    Raises:
+        ValueError: unknown ``kind`` or assignment.
+    """
+    if kind not in EVIDENCE_KINDS:
+        raise ValueError(f"kind must be one of {EVIDENCE_KINDS}, got {kind!r}")
+    root = Path(root)
+    folder = root / "solutions" / assignment
+    notebooks(assignment, root)                   # ValueError for an unknown assignment
+    files: dict[Path, str | bytes] = {p: (_notebook_semantic(p) if p.suffix == ".ipynb" else p.read_bytes())
+             for p in sorted(folder.rglob("*")) if p.is_file()
+             and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts}
+    code = [cell.source for p in files if p.suffix == ".ipynb"
+            for cell in nbformat.read(p, as_version=4).cells if cell.cell_type == "code"]
+    code += [p.read_text() for p in files if p.suffix == ".py"]
+    if kind == "grading":
+        fixture = root / "tests" / "assessment" / f"{assignment}.py"
+        whole = {fixture, root / "dgmcourse" / "assessment.py", root / "nbgrader_config.py",
+                 *(root / "dgmcourse" / "grading").glob("*.py")}
+        for path in sorted(whole):
+            files[path] = _semantic(path.read_text()) if path.is_file() else "missing"
+        code += [path.read_text() for path in whole if path.is_file()]
+    for path, text in used_definitions(code, root).items():
+        files.setdefault(path, text)
+    reached = "".join(files[p] for p in files if isinstance(files[p], str))
+    for path in sorted((root / "dgmcourse" / "weights").glob("*")):   # package data the reached code names
+        if repr(path.name) in reached:
+            files[path] = path.read_bytes()
+    pins = sorted(line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()
+                  if "==" in line.split("#")[0])
+    files[root / "requirements.txt"] = "\n".join(pins)
+
+    def sha(value):
+        return hashlib.sha256(value if isinstance(value, bytes) else value.encode()).hexdigest()[:16]
+
+    return {str(p.relative_to(root)): sha(v) for p, v in sorted(files.items())}
+
+
+def evidence_digest(inputs: dict[str, str]) -> str:
+    """One sha256 (16 hex) of :func:`evidence_inputs`' result."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- reference runs on other seeds ----------------------------------------------------------------
