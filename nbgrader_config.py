@@ -6,6 +6,8 @@ submitted/<student>/<assignment>/ (see the README and docs/instructors.md).
 
 import os
 
+from dgmcourse.grading import pipeline
+
 c = get_config()  # noqa: F821 -- injected by traitlets when nbgrader loads this file
 
 c.CourseDirectory.course_id = "dgmcourse"
@@ -15,32 +17,21 @@ c.CourseDirectory.release_directory = "assignments"  # what students get; commit
 # The gradebook lives next to this file and is ignored by git (.gitignore: gradebook.db).
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
 
-# Every route to a grade repairs the submission's cells against the release first (a copied test
-# cell, metadata from another nbgrader version, edited points) ...
-c.Autograde.sanitize_preprocessors = [
-    "nbgrader.preprocessors.ClearOutput",
-    "nbgrader.preprocessors.DeduplicateIds",
-    "nbgrader.preprocessors.OverwriteKernelspec",
-    "dgmcourse.grading.preprocessors.RepairCells",
-    "nbgrader.preprocessors.OverwriteCells",
-    "nbgrader.preprocessors.CheckCellMetadata",
-]
-# ... and runs student code in the grading sandbox (bubblewrap, limits, signed
-# verdicts): plain `nbgrader autograde` and the formgrader's Autograde button too, not only
-# `dgmcourse grade`. SandboxedExecute takes the place of nbgrader's Execute; without bubblewrap
-# it refuses to run (set c.SandboxedExecute.unsafe = True only on a machine you trust).
-c.Autograde.autograde_preprocessors = [
-    "dgmcourse.grading.preprocessors.SandboxedExecute",
-    "nbgrader.preprocessors.IgnorePattern",
-    "nbconvert.preprocessors.ClearMetadataPreprocessor",
-    "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
-    "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
-]
-# Training cells need more than nbgrader's default 30 s per cell.
-c.SandboxedExecute.timeout = 600
-c.SandboxedExecute.cell_timeout = 300
+# The grading pipeline, the same for every route -- `dgmcourse grade`, plain `nbgrader autograde`, the
+# formgrader's buttons, `dgmcourse feedback` and `nbgrader generate_feedback` (the lists and why:
+# dgmcourse/grading/pipeline.py). Autograding repairs the submission's cells against the release first
+# (RepairCells), then runs student code in the grading sandbox: SandboxedExecute takes the place of
+# nbgrader's Execute. Feedback shows no hidden tests and no mark schemes, and renders its math to MathML.
+c.Autograde.sanitize_preprocessors = pipeline.SANITIZE
+c.Autograde.autograde_preprocessors = pipeline.AUTOGRADE
+c.GenerateFeedback.preprocessors = pipeline.FEEDBACK
+
+# The sandbox's limits hold on every route; set one here to change it, e.g.
+#   c.SandboxedExecute.memory_mb = 8192      # private memory (RLIMIT_DATA), MiB
+# Settings: timeout (wall time of one notebook, s), cell_timeout (s), memory_mb, fsize_mb (largest file,
+# MiB), nofile (open files), nproc_extra, processes, output_chars, unsafe (no bubblewrap: only on a machine
+# you trust). `dgmcourse grade --help` shows each one's value here and where it comes from; flags of
+# `dgmcourse grade` (e.g. --memory-mb) override them for one run.
 
 # A local exchange (`make exchange`), so that the Assignments tab of `make lab` fetches and submits on
 # a single machine. On JupyterHub, point it at the shared exchange instead (docs/instructors.md).
@@ -48,15 +39,3 @@ c.Exchange.root = os.path.join(c.CourseDirectory.root, "exchange")
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
-
-# Feedback must not reveal hidden tests or the graders' mark schemes (rubrics of the written
-# questions): nbgrader's default feedback would show both, since autograding restores them.
-# RenderMath turns the TeX of markdown cells and grader comments into MathML, so feedback reads
-# offline (nbgrader's feedback would load MathJax from a CDN).
-c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
-    "nbgrader.preprocessors.ClearHiddenTests",
-    "nbgrader.preprocessors.ClearMarkScheme",
-    "dgmcourse.grading.feedback.RenderMath",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-]

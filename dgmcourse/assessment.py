@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -135,8 +136,13 @@ def _names(tree: ast.AST, kind) -> set[str]:
 
 
 def _parse(source: str) -> ast.AST:
-    return ast.parse("\n".join(line for line in source.splitlines()
-                               if not line.lstrip().startswith(("%", "!"))))
+    """The AST of Python code or a code cell; in a cell that is not plain Python, each IPython magic or
+    shell line (``%pip``, ``!ls``) is read as ``pass``."""
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return ast.parse("\n".join(line[:len(line) - len(line.lstrip())] + "pass"
+                                   if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()))
 
 
 def stochastic_tests(nb) -> dict[str, list[str]]:
@@ -621,33 +627,62 @@ def evidence_inputs(assignment: str, kind: str, root: str | Path = ROOT) -> dict
     root = Path(root)
     folder = root / "solutions" / assignment
     notebooks(assignment, root)                   # ValueError for an unknown assignment
-    files: dict[Path, str | bytes] = {p: (_notebook_semantic(p) if p.suffix == ".ipynb" else p.read_bytes())
-             for p in sorted(folder.rglob("*")) if p.is_file()
-             and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts}
-    code = [cell.source for p in files if p.suffix == ".ipynb"
-            for cell in nbformat.read(p, as_version=4).cells if cell.cell_type == "code"]
-    code += [p.read_text() for p in files if p.suffix == ".py"]
+    files = [p for p in sorted(folder.rglob("*"))
+             if p.is_file() and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts]
     if kind == "grading":
-        fixture = root / "tests" / "assessment" / f"{assignment}.py"
-        whole = {fixture, root / "dgmcourse" / "assessment.py", root / "nbgrader_config.py",
-                 *(root / "dgmcourse" / "grading").glob("*.py")}
-        for path in sorted(whole):
-            files[path] = _semantic(path.read_text()) if path.is_file() else "missing"
-        code += [path.read_text() for path in whole if path.is_file()]
+        files += sorted({root / "tests" / "assessment" / f"{assignment}.py", root / "dgmcourse" / "assessment.py",
+                         root / "nbgrader_config.py", *(root / "dgmcourse" / "grading").glob("*.py")})
+    return code_inputs(files, root)
+
+
+def code_inputs(files: list[Path], root: str | Path = ROOT) -> dict[str, str]:
+    """The digests of :func:`evidence_inputs` for any files: each file by its meaning (notebooks: code
+    cells' ASTs and nbgrader metadata; Python: AST without docstrings; others: bytes; a missing file:
+    "missing"), the ``dgmcourse`` definitions their code reaches (:func:`used_definitions`), the package
+    data files that reached code names, and the pins of ``requirements.txt``.
+
+    Returns:
+        ``{path relative to root: sha256 (16 hex)}``, sorted by path.
+    """
+    root = Path(root)
+    meaning: dict[Path, str | bytes] = {}
+    code = []
+    for path in files:
+        if not path.is_file():
+            meaning[path] = "missing"
+        elif path.suffix == ".ipynb":
+            meaning[path] = _notebook_semantic(path)
+            code += [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        elif path.suffix == ".py":
+            meaning[path] = _semantic(path.read_text())
+            code.append(path.read_text())
+        else:
+            meaning[path] = path.read_bytes()
     for path, text in used_definitions(code, root).items():
-        files.setdefault(path, text)
-    reached = "".join(files[p] for p in files if isinstance(files[p], str))
+        meaning.setdefault(path, text)
+    reached = "".join(v for v in meaning.values() if isinstance(v, str))
     for path in sorted((root / "dgmcourse" / "weights").glob("*")):   # package data the reached code names
         if repr(path.name) in reached:
-            files[path] = path.read_bytes()
+            meaning[path] = path.read_bytes()
     pins = sorted(line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()
                   if "==" in line.split("#")[0])
-    files[root / "requirements.txt"] = "\n".join(pins)
+    meaning[root / "requirements.txt"] = "\n".join(pins)
 
     def sha(value):
         return hashlib.sha256(value if isinstance(value, bytes) else value.encode()).hexdigest()[:16]
 
-    return {str(p.relative_to(root)): sha(v) for p, v in sorted(files.items())}
+    return {str(p.relative_to(root)): sha(v) for p, v in sorted(meaning.items())}
+
+
+def lecture_cache(smoke: bool, root: str | Path = ROOT) -> Path:
+    """Where the site build (``make site``, docs/conf.py) caches its executions of the lectures:
+    ``_build/site[-smoke]/.jupyter_cache/<digest>``, the digest of :func:`code_inputs` over
+    ``lectures/*.ipynb``. jupyter-cache keys each lecture by its code; the folder adds the library
+    code the lectures reach and the pins, so a library change re-executes them (`make test`'s lecture
+    tests read the same cache: each lecture runs once per run)."""
+    root = Path(root)
+    digest = evidence_digest(code_inputs(sorted((root / "lectures").glob("*.ipynb")), root))
+    return root / "_build" / ("site-smoke" if smoke else "site") / ".jupyter_cache" / digest
 
 
 def evidence_digest(inputs: dict[str, str]) -> str:
@@ -664,7 +699,8 @@ def reference_run(assignment: str, seed: int, threads: int, smoke: bool,
     (the source notebook), errors allowed, so every graded test cell reports pass or fail.
 
     Returns:
-        ``{"seed", "threads", "smoke", "wall_s", "passed": {test grade_id: bool}}``.
+        ``{"seed", "threads", "smoke", "wall_s", "passed": {test grade_id: bool}, "errors": [ids of the
+        cells that raised, graded tests included]}``.
 
     Raises:
         ValueError: ``seed`` < 0 or ``threads`` < 1.
@@ -690,10 +726,127 @@ def reference_run(assignment: str, seed: int, threads: int, smoke: bool,
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    passed = {}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and _meta(cell).get("grade") and not _meta(cell).get("solution"):
-            passed[_meta(cell)["grade_id"]] = not any(o.get("output_type") == "error"
-                                                      for o in cell.get("outputs", []))
+    passed, errors = {}, []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+        if failed:
+            errors.append(_meta(cell).get("grade_id", f"cell{index}"))
+        if _meta(cell).get("grade") and not _meta(cell).get("solution"):
+            passed[_meta(cell)["grade_id"]] = not failed
     return {"seed": seed, "threads": threads, "smoke": smoke, "wall_s": round(wall, 2),
-            "passed": passed}
+            "passed": passed, "errors": errors}
+
+
+# --- evidence cached by digest ------------------------------------------------------------------
+EVIDENCE = ROOT / "tests" / "evidence"
+CI_RUNS = ((1, 1), (2, 1), (3, 1))   # (seed, torch threads): never the seed 0 the course runs on
+
+
+def _graded_outcome(entry: dict) -> dict:
+    return {"status": entry["status"],
+            "full_marks": {gid: score >= points for gid, (score, points) in sorted(entry["scores"].items())}}
+
+
+def _run_outcome(run: dict) -> dict:
+    return {"passed": dict(sorted(run["passed"].items())), "errors": run["errors"]}
+
+
+def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Path = EVIDENCE,
+                   rng: random.Random | None = None, jobs: int = 1) -> tuple[str, list[str]]:
+    """Re-verify an assignment's grading evidence, re-measuring all of it only when it is stale.
+
+    The evidence, ``<evidence>/<assignment>.json``: every variant of :func:`variants` graded through
+    the sandbox in smoke mode (status and which test cells kept full marks) and the reference runs on
+    :data:`CI_RUNS` (which graded tests passed, which cells raised), stored with the digest of
+    :func:`evidence_inputs` (kind ``"grading"``).
+
+    * Digest unchanged: grades a sample chosen afresh (two alternatives, two mistakes) and one
+      reference run on a random CI seed; a problem for each sampled outcome that differs from the
+      stored one. Stored evidence is never the only proof of itself.
+    * Digest changed (or nothing stored): grades every variant and runs every CI seed; the targets
+      (reference and alternatives at full marks, each mistake losing its cell's points, every graded
+      test passing on every seed, no cell raising) make the problems; with none, the file is rewritten.
+
+    Args:
+        assignment: e.g. ``"a1_vae"``.
+        root: course root; evidence: folder of the evidence files; rng: the sampler (default: fresh
+            from the OS); jobs: parallel grading jobs (each kernel runs on one thread).
+
+    Returns:
+        ``(line, problems)``: one line saying what was decided and run, and the problems (empty: pass).
+
+    Raises:
+        ValueError: unknown assignment, or fewer than two alternatives or mistakes to sample.
+    """
+    rng = rng or random.Random(os.urandom(8))
+    root, path = Path(root), Path(evidence) / f"{assignment}.json"
+    inputs = evidence_inputs(assignment, "grading", root)
+    digest = evidence_digest(inputs)
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    everything = variants(assignment, root)
+    if stored and stored["digest"] == digest:
+        alternatives = sorted(k for k in everything if k.startswith("alt-"))
+        mistakes = sorted(k for k in everything if k.startswith("mistake-"))
+        if len(alternatives) < 2 or len(mistakes) < 2:
+            raise ValueError(f"assignment: {assignment} needs >= 2 alternatives and >= 2 mistakes to sample")
+        sample = rng.sample(alternatives, 2) + rng.sample(mistakes, 2)
+        seed, threads = rng.choice(CI_RUNS)
+        graded = grade_variants(assignment, {k: everything[k] for k in sample}, root, jobs=jobs, smoke=True)
+        run = _run_outcome(reference_run(assignment, seed, threads, smoke=True, root=root))
+        problems = [f"{k}: graded {_graded_outcome(graded[k])}, stored {stored['variants'][k]}"
+                    for k in sample if _graded_outcome(graded[k]) != stored["variants"][k]]
+        if run != stored["reference_runs"][f"{seed}-{threads}"]:
+            problems.append(f"reference run seed {seed}: {run}, stored {stored['reference_runs'][f'{seed}-{threads}']}")
+        line = (f"{assignment}: unchanged (digest {digest}); sampled {', '.join(sample)} and the reference run "
+                f"on seed {seed} ({threads} thread): " + ("as stored" if not problems else "DIFFERS from the store"))
+        return line, problems
+    changed = sorted(k for k in set(inputs) | set(stored["inputs"]) if inputs.get(k) != stored["inputs"].get(k)) \
+        if stored else ["nothing stored"]
+    graded = grade_variants(assignment, everything, root, jobs=jobs, smoke=True)
+    verdict = judge(assignment, graded, root)
+    runs = {f"{s}-{t}": _run_outcome(reference_run(assignment, s, t, smoke=True, root=root)) for s, t in CI_RUNS}
+    problems = [f"the reference solution lost points: {verdict['reference']}"] if verdict["reference"] else []
+    problems += [f"alternative {alt} lost points: {cells}" for alt, cells in verdict["alternatives"].items() if cells]
+    problems += [f"mistake {m} kept its points" for m, caught in sorted(verdict["mistakes"].items()) if not caught]
+    problems += [f"reference run seed {k}: failed {sorted(t for t, ok in r['passed'].items() if not ok)}, "
+                 f"cells that raised {r['errors']}" for k, r in runs.items()
+                 if not all(r["passed"].values()) or r["errors"]]
+    if not problems:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "assignment": assignment, "digest": digest, "inputs": inputs,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "variants": {k: _graded_outcome(v) for k, v in sorted(graded.items())},
+            "reference_runs": runs}, indent=1) + "\n")
+    line = (f"{assignment}: stale (changed: {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}); "
+            f"graded all {len(everything)} variants and ran {len(CI_RUNS)} reference seeds: "
+            + ("stored" if not problems else "NOT stored"))
+    return line, problems
+
+
+def reference_evidence_problem(assignment: str, report: dict | None, root: str | Path = ROOT) -> str | None:
+    """One line naming the refresh command when the 20-seed reference runs (``benchmarks/assessment.py``,
+    too long for ``make test``) are missing, stale (their :func:`evidence_inputs` of kind ``"reference"``
+    changed) or below target (a stochastic test failing any run); None when current.
+
+    Args:
+        report: the assignment's entry of ``benchmarks/reports/assessment.json`` (or None).
+    """
+    command = f"run .venv/bin/python benchmarks/assessment.py -k {assignment} --reference-only"
+    reference = (report or {}).get("reference")
+    if not reference or "digest" not in reference:
+        return f"{assignment}: no 20-seed reference runs recorded with a digest: {command}"
+    inputs = evidence_inputs(assignment, "reference", root)
+    if reference["digest"] != evidence_digest(inputs):
+        changed = sorted(k for k in set(inputs) | set(reference["inputs"])
+                         if inputs.get(k) != reference["inputs"].get(k))
+        return f"{assignment}: the 20-seed reference runs are stale (changed: {', '.join(changed)}): {command}"
+    runs = 4 * (reference["seeds"][1] + 1)           # seeds x {1, 2} threads x {smoke, full}
+    short = sorted(t for t, entry in reference["tests"].items() if not entry["passed"] == entry["runs"] >= runs)
+    stochastic = set(stochastic_tests(nbformat.read(notebooks(assignment, root)[0], as_version=4)))
+    missing = sorted(stochastic - set(reference["tests"]))
+    if short or missing:
+        return f"{assignment}: 20-seed reference runs below target (failed: {short}, missing: {missing}): {command}"
+    return None

@@ -8,11 +8,14 @@ notebooks that changed). The source directory is the repository root; only the p
 """
 
 import os
+import shutil
 import tomllib
 from pathlib import Path
 
 import jupyter_server_mathjax
 from sphinx.util.fileutil import copy_asset
+
+from dgmcourse.assessment import lecture_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = bool(os.environ.get("DGMCOURSE_SMOKE"))
@@ -36,7 +39,12 @@ nb_execution_mode = "cache"
 # non-interactive MPLBACKEND (Agg, as pytest sets it) would keep the figures out of the outputs.
 os.environ["TQDM_DISABLE"] = "1"
 os.environ.pop("MPLBACKEND", None)
-nb_execution_cache_path = str(ROOT / "_build" / ("site-smoke" if SMOKE else "site") / ".jupyter_cache")
+# One cache folder per digest of the library code the lectures reach (dgmcourse.assessment.lecture_cache):
+# `make test`'s lecture tests read the executions from it, so each lecture runs once per test run.
+nb_execution_cache_path = str(lecture_cache(SMOKE, ROOT))
+for _stale in Path(nb_execution_cache_path).parent.glob("*"):
+    if _stale.is_dir() and _stale.name != Path(nb_execution_cache_path).name:
+        shutil.rmtree(_stale)
 nb_execution_excludepatterns = ["assignments/*/*.ipynb"]
 nb_execution_timeout = 1800
 nb_execution_raise_on_error = True

@@ -4,11 +4,14 @@ every machine).
 * static: headers state the graded cells' points, written questions are task cells with a mark
   scheme (rubric, model answer, partial answers) that the release never shows, stochastic tests
   derive their seeds from SEED, and the fixtures in tests/assessment/ cover every cell;
-* through the real grading pipeline (smoke mode): the reference solution and every correct
-  alternative earn full marks, every common mistake loses the points of the cell that targets it;
-* the reference solution's stochastic tests pass on 3 other seeds with 1 and 2 threads (the
-  benchmark, benchmarks/assessment.py, runs 20 seeds x 2 thread counts x 2 modes), and the
-  committed benchmark report covers every stochastic test as it is now written.
+* the grading evidence (tier ``assessment``, dgmcourse.assessment.check_evidence): through the real
+  grading pipeline (smoke mode) the reference solution and every correct alternative earn full marks,
+  every common mistake loses the points of the cell that targets it, and the reference solution passes
+  every graded test on 3 other seeds with no cell raising. Stored in tests/evidence/ with the digest of
+  everything it depends on: re-measured in full when the digest changed, else a fresh sample is
+  re-graded and must match the store;
+* the 20-seed reference runs of benchmarks/assessment.py (too long for a test run) were measured on the
+  assignment's current inputs (their digest), else the run fails naming the command that refreshes them.
 """
 
 import hashlib
@@ -22,7 +25,6 @@ from dgmcourse.reports import read_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if list(p.glob("*.ipynb")))
-CI_RUNS = [(1, 1), (2, 2), (3, 1)]   # (seed, torch threads): never the seed 0 the course runs on
 
 
 def _source(name):
@@ -48,38 +50,33 @@ def test_headers_rubrics_seeds_and_fixtures(name):
         1 for cell in source.cells if cell.metadata.get("nbgrader", {}).get("task"))
 
 
+@pytest.mark.assessment
 @pytest.mark.parametrize("name", ASSIGNMENTS)
-def test_alternatives_earn_full_marks_and_mistakes_lose_points(name):
-    graded = assessment.grade_variants(name, assessment.variants(name), jobs=2, smoke=True)
-    verdict = assessment.judge(name, graded)
-    assert verdict["reference"] == [], f"the reference solution lost points: {verdict['reference']}"
-    short = {alt: cells for alt, cells in verdict["alternatives"].items() if cells}
-    assert not short, f"correct alternatives lost points (alternative: cells): {short}"
-    missed = sorted(m for m, caught in verdict["mistakes"].items() if not caught)
-    assert not missed, f"mistakes that kept their points: {missed}"
+def test_grading_evidence(name, record_property):
+    """Alternatives at full marks, mistakes caught, the reference passing on the CI seeds with no cell
+    raising: re-measured in full when anything they depend on changed, else a fresh sample re-checked
+    against the stored evidence (tests/evidence/; the decision is printed in the run's summary)."""
+    line, problems = assessment.check_evidence(name)
+    record_property("evidence", line)
+    assert not problems, f"{line}\n" + "\n".join(problems)
 
 
+# Assignments whose 20-seed reference runs were measured (2026-11-26/27) before the runs carried a digest, on
+# library code that has changed since: each is re-measured with the command its line names. The check fails for
+# any other stale assignment, and for a listed one that is current again, so this set only shrinks.
+AWAITING_REFRESH: set[str] = set()
+
+
+@pytest.mark.assessment
 @pytest.mark.parametrize("name", ASSIGNMENTS)
-def test_reference_passes_stochastic_tests_on_other_seeds(name):
-    stochastic = assessment.stochastic_tests(_source(name))
-    for seed, threads in CI_RUNS:
-        run = assessment.reference_run(name, seed, threads, smoke=True)
-        failed = sorted(t for t in stochastic if not run["passed"][t])
-        assert not failed, f"seed {seed}, {threads} thread(s): the reference failed {failed}"
-
-
-@pytest.mark.parametrize("name", ASSIGNMENTS)
-def test_benchmark_report_covers_every_stochastic_test(name):
+def test_twenty_seed_reference_runs_are_current(name, record_property):
     report = read_report("assessment").get("assignments", {}).get(name)
-    if not report:  # shown as XFAIL in every run until measured; any entry present is checked strictly
-        pytest.xfail(f"benchmarks/reports/assessment.json lacks {name}: run benchmarks/assessment.py -k {name}")
-    source = _source(name)
-    for test in assessment.stochastic_tests(source):
-        entry = report["reference"]["tests"].get(test)
-        assert entry, f"{test} is not in the assessment report: run benchmarks/assessment.py -k {name}"
-        assert entry["digest"] == assessment.cell_digest(source, test), \
-            f"{test} changed since the report: run benchmarks/assessment.py -k {name}"
-        assert entry["passed"] == entry["runs"] >= 4 * report["reference"]["seeds"][1] + 4, (test, entry)
+    problem = assessment.reference_evidence_problem(name, report)
+    if name in AWAITING_REFRESH:
+        assert problem is not None, f"{name}'s 20-seed reference runs are current: remove it from AWAITING_REFRESH"
+        record_property("evidence", f"{problem} (listed in AWAITING_REFRESH)")
+    else:
+        assert problem is None, problem
 
 
 # --- the checks themselves, on small notebooks with known answers -----------------------------
@@ -163,3 +160,145 @@ def test_submission_answers_every_solution_cell():
     assert assessment.cell_digest(source, "f") == hashlib.sha256(source.cells[3].source.encode()).hexdigest()[:16]
     with pytest.raises(ValueError, match="no cell 'nope'"):
         assessment.cell_digest(source, "nope")
+
+
+# --- evidence digests and the cached evidence, on a toy course -------------------------------------
+TOY_LIBRARY = '''"""A toy library module."""
+
+
+def double(x):
+    """Twice x."""
+    return helper(x)
+
+
+def helper(x):
+    return 2 * x
+
+
+def unused():
+    return 0
+'''
+TOY_FIXTURES = '''from dgmcourse.assessment import Mistake
+
+ALTERNATIVES = {"plus": {"f": "def f(x):\\n    return x + x"}, "times": {"f": "def f(x):\\n    return x * 2"}}
+MISTAKES = [Mistake("zero", "test_f", {"f": "def f(x):\\n    return 0"}),
+            Mistake("one", "test_f", {"f": "def f(x):\\n    return 1"})]
+'''
+
+
+def _toy_course(tmp_path):
+    root = tmp_path / "course"
+    for folder in ("dgmcourse/grading", "tests/assessment", "solutions/a0_toy"):
+        (root / folder).mkdir(parents=True)
+    (root / "dgmcourse" / "__init__.py").write_text('"""The package."""\n')
+    (root / "dgmcourse" / "grading" / "__init__.py").write_text("")
+    (root / "dgmcourse" / "assessment.py").write_text("")
+    (root / "dgmcourse" / "toy.py").write_text(TOY_LIBRARY)
+    (root / "nbgrader_config.py").write_text("c = get_config()\n")
+    (root / "requirements.txt").write_text("# the pins\ntorch==2.14.1\n")
+    (root / "tests" / "assessment" / "a0_toy.py").write_text(TOY_FIXTURES)
+    nb = _toy()
+    nb.cells[1].source = "from dgmcourse.toy import double\n" + nb.cells[1].source
+    nbformat.write(nb, root / "solutions" / "a0_toy" / "a0_toy.ipynb")
+    return root
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_evidence_inputs_follow_meaning_not_layout(tmp_path):
+    root = _toy_course(tmp_path)
+    notebook, library = root / "solutions" / "a0_toy" / "a0_toy.ipynb", root / "dgmcourse" / "toy.py"
+
+    def digest(kind="reference"):
+        return assessment.evidence_digest(assessment.evidence_inputs("a0_toy", kind, root))
+
+    reference, grading = assessment.evidence_inputs("a0_toy", "reference", root), \
+        assessment.evidence_inputs("a0_toy", "grading", root)
+    assert sorted(reference) == ["dgmcourse/__init__.py", "dgmcourse/toy.py", "requirements.txt",
+                                 "solutions/a0_toy/a0_toy.ipynb"]
+    assert sorted(set(grading) - set(reference)) == ["dgmcourse/assessment.py", "dgmcourse/grading/__init__.py",
+                                                     "nbgrader_config.py", "tests/assessment/a0_toy.py"]
+    before = digest()
+    _edit(library, '    """Twice x."""\n    return helper(x)', "    return helper(  x )  # a comment")
+    _edit(library, "return 0", "return 1")                       # a function nothing reaches
+    _edit(root / "requirements.txt", "# the pins", "# pins, reworded")
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells[2].source += " (reworded)"                            # markdown
+    nb.cells[3].source = nb.cells[3].source.replace("return 2 * x", "return 2*x  # same")
+    nbformat.write(nb, notebook)
+    assert digest() == before
+    _edit(library, "return 2 * x", "return x + x")                # reached through double()
+    changed = assessment.evidence_inputs("a0_toy", "reference", root)
+    assert [k for k in changed if changed[k] != reference[k]] == ["dgmcourse/toy.py"]
+    for edit in (lambda c: setattr(c[5], "source", c[5].source + "\nassert f(2) == 4"),
+                 lambda c: c[5].metadata.nbgrader.__setitem__("points", 4)):
+        current = digest()
+        nb = nbformat.read(notebook, as_version=4)
+        edit(nb.cells)
+        nbformat.write(nb, notebook)
+        assert digest() != current
+    current, grading_before = digest(), digest("grading")
+    _edit(root / "tests" / "assessment" / "a0_toy.py", "return 0", "return -1")
+    assert digest() == current and digest("grading") != grading_before
+    _edit(root / "requirements.txt", "torch==2.14.1", "torch==2.14.2")
+    assert digest() != current
+    with pytest.raises(ValueError, match="kind must be one of"):
+        assessment.evidence_inputs("a0_toy", "everything", root)
+
+
+def test_check_evidence_samples_when_unchanged_and_remeasures_when_stale(tmp_path, monkeypatch):
+    root, store = _toy_course(tmp_path), tmp_path / "evidence"
+    calls, kept = [], set()
+
+    def grade_variants(name, submissions, root, jobs, smoke):
+        calls.append(("grade", sorted(submissions)))
+        full = {"test_f": (3.0, 3.0), "test_f0": (0.0, 0.0)}
+        return {k: {"status": "graded", "scores": {**full, "test_f": (0.0, 3.0)}}
+                if k.startswith("mistake-") and k not in kept else {"status": "graded", "scores": full}
+                for k in submissions}
+
+    def reference_run(name, seed, threads, smoke, root):
+        calls.append(("run", seed, threads))
+        return {"passed": {"test_f": True, "test_f0": True}, "errors": []}
+
+    monkeypatch.setattr(assessment, "grade_variants", grade_variants)
+    monkeypatch.setattr(assessment, "reference_run", reference_run)
+    path = store / "a0_toy.json"
+    line, problems = assessment.check_evidence("a0_toy", root, store)
+    assert problems == [] and line.startswith("a0_toy: stale (changed: nothing stored)") and line.endswith("stored")
+    assert calls == [("grade", ["alt-plus", "alt-times", "mistake-one", "mistake-zero", "reference"]),
+                     ("run", 1, 1), ("run", 2, 1), ("run", 3, 1)]
+    stored = path.read_text()
+    calls.clear()
+    line, problems = assessment.check_evidence("a0_toy", root, store)
+    assert problems == [] and line.startswith("a0_toy: unchanged") and line.endswith("as stored")
+    assert calls[0] == ("grade", ["alt-plus", "alt-times", "mistake-one", "mistake-zero"]) and len(calls) == 2
+    assert calls[1][0] == "run" and calls[1][1:] in assessment.CI_RUNS
+    kept.add("mistake-zero")                                       # the pipeline now lets the mistake pass
+    line, problems = assessment.check_evidence("a0_toy", root, store)
+    assert "DIFFERS" in line and [p.split(":")[0] for p in problems] == ["mistake-zero"]
+    _edit(root / "dgmcourse" / "toy.py", "return 2 * x", "return x + x")
+    line, problems = assessment.check_evidence("a0_toy", root, store)
+    assert line.startswith("a0_toy: stale (changed: dgmcourse/toy.py)") and line.endswith("NOT stored")
+    assert problems == ["mistake zero kept its points"] and path.read_text() == stored
+
+
+def test_reference_evidence_problem_names_the_refresh_command(tmp_path):
+    root = _toy_course(tmp_path)
+    inputs = assessment.evidence_inputs("a0_toy", "reference", root)
+    report = {"reference": {"digest": assessment.evidence_digest(inputs), "inputs": inputs, "seeds": [0, 19],
+                            "tests": {"test_f": {"runs": 80, "passed": 80}}}}
+    command = "run .venv/bin/python benchmarks/assessment.py -k a0_toy --reference-only"
+    assert assessment.reference_evidence_problem("a0_toy", report, root) is None
+    assert assessment.reference_evidence_problem("a0_toy", None, root) == \
+        f"a0_toy: no 20-seed reference runs recorded with a digest: {command}"
+    report["reference"]["tests"]["test_f"]["passed"] = 79
+    assert assessment.reference_evidence_problem("a0_toy", report, root) == \
+        f"a0_toy: 20-seed reference runs below target (failed: ['test_f'], missing: []): {command}"
+    _edit(root / "dgmcourse" / "toy.py", "return 2 * x", "return x + x")
+    assert assessment.reference_evidence_problem("a0_toy", report, root) == \
+        f"a0_toy: the 20-seed reference runs are stale (changed: dgmcourse/toy.py): {command}"

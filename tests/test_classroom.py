@@ -23,7 +23,8 @@ from test_grading_support import ENV, REAL, cell_ids, make_course, nbgrader, rel
 pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "solutions" / REAL).is_dir()
                                 or not grading.bwrap_available(),
                                 reason="needs solutions/a1_vae and bubblewrap")
-pytestmark = [pytestmark, pytest.mark.xdist_group("classroom")]  # one module fixture: keep on one xdist worker
+# one module fixture: keep on one xdist worker
+pytestmark = [pytestmark, pytest.mark.grading, pytest.mark.xdist_group("classroom")]
 PARTIAL_MISSING = ("iwae_bound",)             # bob leaves this solution cell unanswered ...
 PARTIAL_FAILS = {"test_iwae_bound", "test_iwae_trained"}  # ... so these two tests fail
 

@@ -13,6 +13,7 @@ from dgmcourse import cli, grading
 from dgmcourse.grading.runner import _valid_score
 from test_grading_support import make_course, nbgrader, release, solved, submit, tiny_source
 
+pytestmark = pytest.mark.grading   # nbgrader courses, the sandbox and the CLI on them
 SANDBOX = pytest.mark.skipif(not grading.bwrap_available(), reason="needs bubblewrap")
 TESTS = [{"kind": "instructor", "source": "import numpy as np", "grade_id": "setup"},
          None,
@@ -250,14 +251,14 @@ def test_grading_before_release_or_outside_a_course_says_what_to_do(tmp_path, ca
     assert "is not a course directory (no nbgrader_config.py)" in capsys.readouterr().err
 
 
-def test_version_and_defaults_in_help(capsys):
+def test_version_and_defaults_in_help(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("dgmcourse 0.")
     with pytest.raises(SystemExit):
-        cli.main(["grade", "--help"])
+        cli.main(["grade", "--help", "--course-dir", str(tmp_path)])   # no nbgrader_config.py: the defaults
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: 600.0)" in out and "(default: 4096)" in out and "RLIMIT_DATA" in out
+    assert "Now 600, from default" in out and "RLIMIT_DATA), MiB. Now 4096, from default" in out
 
 
 # --- the course library's own answer is not an answer -------------------------------------------

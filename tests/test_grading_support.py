@@ -33,7 +33,8 @@ def nbgrader(args, cwd, check=True):
     return result
 
 
-def _meta(grade_id, grade=False, solution=False, locked=False, points=None):
+def nbgrader_meta(grade_id, grade=False, solution=False, locked=False, points=None):
+    """Cell metadata of an nbgrader source notebook (schema 3)."""
     meta = {"grade": grade, "solution": solution, "locked": locked, "task": False,
             "grade_id": grade_id, "schema_version": 3}
     if points is not None:
@@ -46,37 +47,43 @@ def tiny_source() -> nbformat.NotebookNode:
     new_code, new_md = nbformat.v4.new_code_cell, nbformat.v4.new_markdown_cell
     cells = [
         new_code("import numpy as np\nfrom dgmcourse.device import smoke_mode\nSMOKE = smoke_mode()",
-                 metadata=_meta("setup", locked=True)),
+                 metadata=nbgrader_meta("setup", locked=True)),
         new_code("def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION\n",
-                 metadata=_meta("add", solution=True)),
+                 metadata=nbgrader_meta("add", solution=True)),
         new_code("def mul(a, b):\n    ### BEGIN SOLUTION\n    return a * b\n    ### END SOLUTION\n",
-                 metadata=_meta("mul", solution=True)),
+                 metadata=nbgrader_meta("mul", solution=True)),
         new_code("assert add(1, 2) == 3\n### BEGIN HIDDEN TESTS\n"
                  "assert np.allclose(add(np.ones(2), np.ones(2)), 2 * np.ones(2))\n"
-                 "### END HIDDEN TESTS", metadata=_meta("test_add", grade=True, locked=True,
+                 "### END HIDDEN TESTS", metadata=nbgrader_meta("test_add", grade=True, locked=True,
                                                        points=1)),
         new_code("assert mul(2, 3) == 6\nassert np.allclose(mul(np.arange(3), 2), [0, 2, 4])",
-                 metadata=_meta("test_mul", grade=True, locked=True, points=2)),
-        new_md("Addition is commutative because ...", metadata=_meta("why", grade=True,
+                 metadata=nbgrader_meta("test_mul", grade=True, locked=True, points=2)),
+        new_md("Addition is commutative because ...", metadata=nbgrader_meta("why", grade=True,
                                                                     solution=True, points=1)),
     ]
     return nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {
         "name": "python3", "display_name": "Python 3", "language": "python"}})
 
 
-def make_course(tmp: Path, assignments=(REAL,)) -> Path:
-    """Temporary course: the repo's nbgrader_config.py and the assignments' sources, released.
+def make_course(tmp: Path, assignments=(REAL,), config: str = "", sources: dict | None = None) -> Path:
+    """Temporary course: the repo's nbgrader_config.py (``config`` appended) and the assignments'
+    sources, released.
 
-    ``"tiny"`` is written from :func:`tiny_source`; other names are copied from solutions/.
+    ``"tiny"`` is written from :func:`tiny_source`, a name of ``sources`` from its notebook; other
+    names are copied from solutions/.
     """
     course = tmp / "course"
     course.mkdir()
     shutil.copy(ROOT / "nbgrader_config.py", course)
+    if config:
+        with open(course / "nbgrader_config.py", "a", encoding="utf-8") as fh:
+            fh.write("\n" + config + "\n")
+    sources = {"tiny": tiny_source(), **(sources or {})}
     for name in assignments:
         folder = course / "solutions" / name
-        if name == "tiny":
+        if name in sources:
             folder.mkdir(parents=True)
-            nbformat.write(tiny_source(), folder / "tiny.ipynb")
+            nbformat.write(sources[name], folder / f"{name}.ipynb")
         else:
             shutil.copytree(ROOT / "solutions" / name, folder,
                             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))

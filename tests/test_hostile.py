@@ -2,14 +2,20 @@
 plain `nbgrader autograde` (the formgrader's Autograde button).
 
 All submissions are built from the real release/solution in a temporary course directory and
-graded in ONE run (2 parallel jobs, smoke mode), so one broken submission can be seen not to
-stop the others. For each, the test asserts what the instructor gets: the score (0 where
-nothing was earned, full marks where the answer is right despite the noise), the status and
-notes, that nothing outside the submission changed, and that grading kept to its time limit.
+graded in ONE run (smoke mode, one job: the other xdist worker has the other core), so one broken
+submission can be seen not to stop the others. For each, the test asserts what the instructor gets:
+the score (0 where nothing was earned, full marks where the answer is right despite the noise), the
+status and notes, and that grading kept to its time limit; every run checks live that nothing outside
+the submissions changed and nothing reached the network.
+
+The outcomes are evidence cached by digest (tests/evidence/hostile.json, see ``_graded``): when nothing
+they depend on changed, a sample chosen afresh is re-graded on each route and must agree with the store.
 """
 
 import hashlib
 import json
+import os
+import random
 import socket
 import threading
 import time
@@ -17,16 +23,19 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbgrader.api import Gradebook
+from nbgrader.api import Gradebook, MissingEntry
 
-from dgmcourse import grading
+from dgmcourse import assessment, grading
 from test_grading_support import REAL, cell_ids, make_course, nbgrader, release, solved, submit
 
 pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "solutions" / REAL).is_dir()
                                 or not grading.bwrap_available(),
                                 reason="needs solutions/a1_vae and bubblewrap")
-pytestmark = [pytestmark, pytest.mark.xdist_group("hostile")]  # one module fixture: keep on one xdist worker
+# one module fixture: keep on one xdist worker
+pytestmark = [pytestmark, pytest.mark.grading, pytest.mark.xdist_group("hostile")]
 LIMITS = grading.Policy(wall_s=240.0, cell_s=40.0, memory_mb=3072)
+EVIDENCE = Path(__file__).parent / "evidence" / "hostile.json"
+SAMPLE = {"dgmcourse": 6, "nbgrader": 3}   # submissions re-graded per route when the stored outcomes are current
 
 
 def _insert(nb, index, source):
@@ -51,8 +60,8 @@ def _digest(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _hostile(tmp_path_factory, route):
-    """Build every hostile submission, grade them all at once, return what the instructor sees.
+def _hostile(tmp_path_factory, route, students=None):
+    """Build every hostile submission, grade ``students`` (default: all) at once, return what the instructor sees.
 
     ``route`` is "dgmcourse" (``dgmcourse.grading.grade``, 2 jobs) or "nbgrader" (plain
     ``nbgrader autograde``, which the formgrader's Autograde button runs: ``nbgrader_config.py``
@@ -212,49 +221,110 @@ def _hostile(tmp_path_factory, route):
     protected = {"solutions": _digest(course / "solutions"),
                  "release": _digest(course / "assignments"),
                  "submitted": _digest(course / "submitted"), "canary": canary.read_text()}
-    start = time.monotonic()
+    students = sorted(subs) if students is None else students
+    log = ""
     if route == "dgmcourse":
-        results = grading.grade(course, REAL, jobs=2, policy=LIMITS, progress=False)
+        results = {r.student: r for r in grading.grade(course, REAL, students, jobs=1, policy=LIMITS, progress=False)}
     else:
         # one student per command, as the formgrader's per-row Autograde button does (a single
         # `nbgrader autograde` stops at the first notebook whose metadata nbgrader rejects)
-        results, log = [], ""
-        for student in sorted(subs):
+        results = {}
+        for student in students:
             run = nbgrader(["autograde", REAL, "--force", "--student", student,
                             f"--SandboxedExecute.timeout={LIMITS.wall_s}",
                             f"--SandboxedExecute.cell_timeout={LIMITS.cell_s}",
                             f"--SandboxedExecute.memory_mb={LIMITS.memory_mb}"], cwd=course, check=False)
             log += f"--- {student}: exit {run.returncode}\n{run.stderr[-1500:]}"
-    elapsed = time.monotonic() - start
     server.close()
-    log = log if route == "nbgrader" else ""
     max_points = sum(c.metadata.nbgrader["points"] for c in blank.cells
                      if c.metadata.get("nbgrader", {}).get("grade")
                      and not c.metadata.nbgrader.get("solution"))
-    return {"course": course, "tmp": tmp, "results": {r.student: r for r in results},
-            "elapsed": elapsed, "protected": protected, "canary": canary, "hits": hits,
+    outcomes = {student: _outcome(course, tmp, student, results.get(student)) for student in students}
+    return {"outcomes": outcomes, "safety": _safety_problems(course, tmp, canary, protected, hits),
             "tests": tests, "max": max_points, "n": len(subs), "log": log}
+
+
+def _outcome(course, tmp, student, result):
+    """What the instructor sees of one graded submission, in a form the evidence store keeps (JSON)."""
+    outcome = {"status": str(result.status) if result else None, "notes": list(result.notes) if result else [],
+               "time_s": round(result.time_s, 1) if result else None,
+               "auto": sum(g["auto_score"] or 0 for nb in result.notebooks.values() for g in nb["grades"].values()
+                           if not g["needs_manual_grade"]) if result else None,
+               "grades": {gid: [g["auto_score"], g["max_score"]] for nb in result.notebooks.values()
+                          for gid, g in nb["grades"].items()} if result else {}}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            submission = gb.find_submission(REAL, student)
+            outcome.update(code_score=submission.code_score, max_score=submission.max_score)
+        except MissingEntry:
+            outcome.update(code_score=None, max_score=None)
+    path = course / "autograded" / student / REAL / f"{REAL}.ipynb"
+    text = ""
+    if path.is_file():
+        nb = nbformat.read(path, as_version=4)
+        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    outcome.update(probes=[line.replace(str(course), "<course>").replace(str(tmp), "<tmp>")
+                           for line in text.splitlines() if line.startswith("PROBE")],
+                   truncated="output truncated" in text,
+                   autograded_bytes=path.stat().st_size if path.is_file() else None)
+    return outcome
+
+
+def _safety_problems(course, tmp, canary, protected, hits):
+    """Everything the run changed or reached outside the submissions (checked live on every run)."""
+    problems = [f"{name} changed" for name, now in (
+        ("solutions", _digest(course / "solutions")), ("release", _digest(course / "assignments")),
+        ("submitted", _digest(course / "submitted")), ("canary", canary.read_text())) if now != protected[name]]
+    problems += [f"{p} was written" for p in (course / "pwned.txt", tmp / "outside" / "pwned.txt",
+                                              Path("/root/pwned.txt")) if p.exists()]
+    return problems + [f"network connection {hit[1]}" for hit in hits]
+
+
+COMPARED = ("status", "auto", "code_score", "max_score", "probes", "truncated")   # a re-run must agree on these
+
+
+def _graded(tmp_path_factory, route):
+    """The outcomes of every hostile submission on one route, with the evidence store (tests/evidence/hostile.json).
+
+    Stored outcomes are keyed by the digest of what can change them (a1_vae's grading inputs, this module
+    and its helpers). Digest unchanged: a sample chosen afresh is graded again (on this route) and must
+    agree with the store; the tests then read the stored outcomes with the sample's. Changed: every
+    submission is graded and the store is rewritten. Either way the run checks live that nothing outside
+    the submissions changed and nothing reached the network.
+    """
+    inputs = {**assessment.evidence_inputs(REAL, "grading"),
+              **assessment.code_inputs([Path(__file__), Path(__file__).with_name("test_grading_support.py")])}
+    digest = assessment.evidence_digest(inputs)
+    store = json.loads(EVIDENCE.read_text()) if EVIDENCE.is_file() else {}
+    stored = store.get(route)
+    if stored and stored["digest"] == digest:
+        sample = sorted(random.Random(os.urandom(8)).sample(sorted(stored["outcomes"]), SAMPLE[route]))
+        run = _hostile(tmp_path_factory, route, sample)
+        differ = [s for s in sample if {k: run["outcomes"][s][k] for k in COMPARED}
+                  != {k: stored["outcomes"][s][k] for k in COMPARED}]
+        line = (f"hostile submissions ({route}): unchanged (digest {digest}); re-graded {', '.join(sample)}: "
+                + (f"DIFFER from the store: {differ}" if differ else "as stored"))
+        return {**run, "outcomes": {**stored["outcomes"], **run["outcomes"]}, "line": line, "differ": differ}
+    run = _hostile(tmp_path_factory, route)
+    changed = sorted(k for k in set(inputs) | set(stored["inputs"]) if inputs.get(k) != stored["inputs"].get(k)) \
+        if stored else ["nothing stored"]
+    store[route] = {"digest": digest, "inputs": inputs, "outcomes": run["outcomes"],
+                    "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    EVIDENCE.parent.mkdir(parents=True, exist_ok=True)
+    EVIDENCE.write_text(json.dumps(dict(sorted(store.items())), indent=1, sort_keys=True) + "\n")
+    line = (f"hostile submissions ({route}): stale (changed: {', '.join(changed[:4])}"
+            f"{' ...' if len(changed) > 4 else ''}); graded all {len(run['outcomes'])}: stored")
+    return {**run, "line": line, "differ": []}
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    return _hostile(tmp_path_factory, "dgmcourse")
+    return _graded(tmp_path_factory, "dgmcourse")
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    return _hostile(tmp_path_factory, "nbgrader")
-
-
-def _auto(result):
-    return sum(g["auto_score"] or 0 for nb in result.notebooks.values()
-               for g in nb["grades"].values() if not g["needs_manual_grade"])
-
-
-def _outputs(graded, student):
-    path = graded["course"] / "autograded" / student / REAL / f"{REAL}.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    return _graded(tmp_path_factory, "nbgrader")
 
 
 FULL = ["honest_full", "test_cell_made_markdown", "deleted_test_cells", "duplicated_grade_id",
@@ -268,25 +338,33 @@ ZERO = ["honest_blank", "edited_tests_and_points", "stripped_metadata", "missing
         "eq_always_true_objects", "forged_outputs", "forged_verdict_channel"]
 
 
+@pytest.mark.parametrize("route", ["dgmcourse", "nbgrader"])
+def test_stored_outcomes_are_current_and_nothing_escaped(route, request, record_property):
+    run = request.getfixturevalue("graded" if route == "dgmcourse" else "plain")
+    record_property("evidence", run["line"])
+    assert not run["differ"], run["line"]
+    assert run["safety"] == [], (run["safety"], run["log"][-4000:])
+
+
 def test_suite_is_large_and_everyone_is_graded(graded):
     assert graded["n"] >= 20 + 2
-    assert set(graded["results"]) == set(FULL) | set(ZERO)
-    for student, result in graded["results"].items():
-        assert result.max_score == pytest.approx(graded["max"] + 4), student  # + 2 written answers
-        assert result.status != "error", (student, result.notes)
+    assert set(graded["outcomes"]) == set(FULL) | set(ZERO)
+    for student, outcome in graded["outcomes"].items():
+        assert outcome["max_score"] == pytest.approx(graded["max"] + 4), student  # + 2 written answers
+        assert outcome["status"] != "error", (student, outcome["notes"])
 
 
 @pytest.mark.parametrize("student", FULL)
 def test_right_answers_get_full_marks_despite_the_noise(graded, student):
-    result = graded["results"][student]
-    assert _auto(result) == pytest.approx(graded["max"]), (student, result.status, result.notes)
-    assert result.status in ("graded", "repaired"), result
+    outcome = graded["outcomes"][student]
+    assert outcome["auto"] == pytest.approx(graded["max"]), (student, outcome["status"], outcome["notes"])
+    assert outcome["status"] in ("graded", "repaired"), outcome
 
 
 @pytest.mark.parametrize("student", ZERO)
 def test_nothing_earned_scores_zero(graded, student):
-    result = graded["results"][student]
-    assert _auto(result) == 0, (student, result.status, result.notes)
+    outcome = graded["outcomes"][student]
+    assert outcome["auto"] == 0, (student, outcome["status"], outcome["notes"])
 
 
 @pytest.mark.parametrize("student, status, note", [
@@ -305,73 +383,54 @@ def test_nothing_earned_scores_zero(graded, student):
     ("forged_verdict_channel", "tampered", "unsigned message"),
 ])
 def test_instructor_sees_a_clear_status(graded, student, status, note):
-    result = graded["results"][student]
-    assert result.status == status, result
-    assert any(note in n for n in result.notes), result.notes
+    outcome = graded["outcomes"][student]
+    assert outcome["status"] == status, outcome
+    assert any(note in n for n in outcome["notes"]), outcome["notes"]
 
 
 def test_points_in_the_gradebook_are_the_release_points(graded):
-    with Gradebook(f"sqlite:///{graded['course'] / 'gradebook.db'}") as gb:
-        sub = gb.find_submission(REAL, "edited_tests_and_points")
-        assert sub.max_score == pytest.approx(graded["max"] + 4)
-        assert sub.code_score == 0
-
-
-def _protected_and_offline(graded):
-    course = graded["course"]
-    assert _digest(course / "solutions") == graded["protected"]["solutions"]
-    assert _digest(course / "assignments") == graded["protected"]["release"]
-    assert _digest(course / "submitted") == graded["protected"]["submitted"]
-    assert graded["canary"].read_text() == graded["protected"]["canary"]
-    assert not (course / "pwned.txt").exists() and not (graded["tmp"] / "outside" / "pwned.txt").exists()
-    assert not Path("/root/pwned.txt").exists()
-    assert graded["hits"] == []
+    outcome = graded["outcomes"]["edited_tests_and_points"]
+    assert outcome["max_score"] == pytest.approx(graded["max"] + 4)
+    assert outcome["code_score"] == 0
 
 
 def test_plain_nbgrader_autograde_runs_the_same_sandbox(plain):
     """The route the formgrader's Autograde button takes: nothing earns a point, nothing is
     written outside the submission, nothing reaches the network; an honest answer keeps its marks."""
-    with Gradebook(f"sqlite:///{plain['course'] / 'gradebook.db'}") as gb:
-        scores = {s.student_id: s.code_score for s in gb.assignment_submissions(REAL)}
+    scores = {student: outcome["code_score"] for student, outcome in plain["outcomes"].items()}
     # RepairCells gives this route the CLI's cell repairs; file repairs (a renamed notebook) are the CLI's
     full = {student: scores.get(student) for student in FULL if student != "renamed_notebook"}
     assert full == {student: pytest.approx(plain["max"]) for student in full}, (scores, plain["log"][-4000:])
     earned = {student: scores[student] for student in ZERO if scores.get(student)}
     assert earned == {}, earned
-    assert "PROBE net blocked" in _outputs(plain, "network_access")
-    text = _outputs(plain, "write_outside_submission")
-    assert text.count("PROBE") == 5 and "ALLOWED" not in text, text
-    _protected_and_offline(plain)
+    assert "PROBE net blocked" in " ".join(plain["outcomes"]["network_access"]["probes"])
+    probes = plain["outcomes"]["write_outside_submission"]["probes"]
+    assert len(probes) == 5 and not any("ALLOWED" in p for p in probes), probes
 
 
 def test_sandbox_blocks_files_outside_the_submission(graded):
-    text = _outputs(graded, "read_write_solutions_and_gradebook")
-    assert text.count("PROBE") == 8 and "ALLOWED" not in text, text
-    text = _outputs(graded, "write_outside_submission")
-    assert text.count("PROBE") == 5 and "ALLOWED" not in text, text
-    _protected_and_offline(graded)
+    probes = graded["outcomes"]["read_write_solutions_and_gradebook"]["probes"]
+    assert len(probes) == 8 and not any("ALLOWED" in p for p in probes), probes
+    probes = graded["outcomes"]["write_outside_submission"]["probes"]
+    assert len(probes) == 5 and not any("ALLOWED" in p for p in probes), probes
 
 
 def test_sandbox_has_no_network(graded):
-    text = _outputs(graded, "network_access")
-    assert "PROBE net blocked" in text, text
-    assert graded["hits"] == []
+    assert "PROBE net blocked" in " ".join(graded["outcomes"]["network_access"]["probes"])
 
 
 def test_output_flood_is_truncated(graded):
-    path = graded["course"] / "autograded" / "output_flood" / REAL / f"{REAL}.ipynb"
-    assert path.stat().st_size < 2 * 2**20
-    assert "output truncated" in _outputs(graded, "output_flood")
+    outcome = graded["outcomes"]["output_flood"]
+    assert outcome["autograded_bytes"] < 2 * 2**20 and outcome["truncated"]
 
 
 def test_hidden_tests_are_restored_and_points_never_exceed_the_cells(graded):
-    for student, result in graded["results"].items():
-        for nb in result.notebooks.values():
-            assert set(graded["tests"]) <= set(nb["grades"]), student
-            for grade in nb["grades"].values():
-                assert grade["auto_score"] is None or 0 <= grade["auto_score"] <= grade["max_score"]
+    for student, outcome in graded["outcomes"].items():
+        assert set(graded["tests"]) <= set(outcome["grades"]), student
+        for auto, points in outcome["grades"].values():
+            assert auto is None or 0 <= auto <= points
 
 
 def test_grading_kept_to_its_time_limits(graded):
-    for student, result in graded["results"].items():
-        assert result.time_s < LIMITS.wall_s + 60, (student, result.time_s)
+    for student, outcome in graded["outcomes"].items():
+        assert outcome["time_s"] < LIMITS.wall_s + 60, (student, outcome["time_s"])

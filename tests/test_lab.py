@@ -8,7 +8,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from test_grading_support import ENV, jupyter_server, make_course, nbgrader
+
+pytestmark = pytest.mark.grading   # a real Jupyter server on loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = [sys.executable, "-m", "jupyter"]

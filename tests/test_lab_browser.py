@@ -29,7 +29,7 @@ ALL_RAN = """() => { const prompts = [...document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')];
     return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)); }"""
 
-pytestmark = pytest.mark.xdist_group("lab-browser")
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("lab-browser")]
 
 
 @pytest.fixture(scope="module")

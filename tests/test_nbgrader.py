@@ -20,7 +20,8 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-pytestmark = pytest.mark.xdist_group("nbgrader")  # the module's course fixture: keep on one xdist worker
+# the module's course fixture: keep on one xdist worker
+pytestmark = [pytest.mark.grading, pytest.mark.xdist_group("nbgrader")]
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and list(p.glob("*.ipynb"))) \
     if (ROOT / "solutions").is_dir() else []

@@ -17,6 +17,7 @@ from test_grading_support import make_course, nbgrader, release, solved, submit
 
 URL = os.environ.get("DGMCOURSE_TEST_POSTGRES")
 pytestmark = [
+    pytest.mark.grading,
     pytest.mark.skipif(not URL, reason="no PostgreSQL server: set DGMCOURSE_TEST_POSTGRES (.ci/run does)"),
     pytest.mark.skipif(not grading.bwrap_available(), reason="needs bubblewrap"),
     pytest.mark.xdist_group("postgres"),

@@ -15,7 +15,6 @@ import html
 import os
 import re
 import shutil
-import subprocess
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,21 +24,18 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "site-smoke" / "html"
 ARTIFACTS = ROOT / "_build" / "test-artifacts" / "site"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MAX_PAGE_BYTES = 3_000_000
 
-pytestmark = pytest.mark.xdist_group("site")  # one module fixture (the build): keep on one xdist worker
+# the build is one session fixture (conftest.py): keep on one xdist worker
+pytestmark = [pytest.mark.site, pytest.mark.xdist_group("site")]
 
 
 @pytest.fixture(scope="module")
-def site() -> Path:
-    """Build the smoke-mode site exactly as `make site SMOKE=1` does (executions cached in _build/)."""
-    result = subprocess.run(["make", "--no-print-directory", "site", "SMOKE=1"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return SITE
+def site(smoke_site) -> Path:
+    """The smoke-mode site (conftest.py builds it once per run, as `make site SMOKE=1` does)."""
+    return smoke_site
 
 
 def _pages(site: Path) -> list[Path]:

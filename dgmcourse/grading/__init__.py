@@ -1,11 +1,14 @@
 """Sandboxed, parallel, tamper-resistant autograding on top of nbgrader.
 
 Every route to a grade runs student code in the same sandbox, with the same limits and the
-same tamper-proof scoring: ``nbgrader_config.py`` registers :class:`RepairCells` among
-nbgrader's sanitize steps and :class:`SandboxedExecute` in place of its ``Execute``, so plain
-``nbgrader autograde`` and the formgrader's *Autograde* button are repaired and sandboxed, and
-``dgmcourse grade ASSIGNMENT`` (the fast, parallel front door) runs nbgrader's ``Autograde`` with
-it in one job per submission::
+same tamper-proof scoring: ``nbgrader_config.py`` registers the pipeline of
+:mod:`~dgmcourse.grading.pipeline` -- :class:`RepairCells` among nbgrader's sanitize steps and
+:class:`SandboxedExecute` in place of its ``Execute`` -- and sets the sandbox's limits
+(``c.SandboxedExecute.memory_mb = 8192``), so plain ``nbgrader autograde`` and the formgrader's
+*Autograde* button are repaired and sandboxed, and ``dgmcourse grade ASSIGNMENT`` (the fast,
+parallel front door) runs nbgrader's ``Autograde`` with that same configuration
+(:func:`course_config`, :func:`course_policy`; command-line flags override a limit only when
+given) in one job per submission::
 
     submitted/<student>/<assignment>/*.ipynb
         -> repair_submission()  renamed, invalid or edited notebooks repaired or rejected (submissions)
@@ -18,7 +21,8 @@ it in one job per submission::
 
 Modules: :mod:`~dgmcourse.grading.harness` (runs inside the sandbox, standard library and
 IPython only), :mod:`~dgmcourse.grading.sandbox` (:class:`Policy`, :class:`Status`,
-:func:`run_sandboxed`), :mod:`~dgmcourse.grading.preprocessors` (nbgrader preprocessors),
+:func:`run_sandboxed`), :mod:`~dgmcourse.grading.pipeline` (the preprocessor lists, the course's
+configuration and limits), :mod:`~dgmcourse.grading.preprocessors` (nbgrader preprocessors),
 :mod:`~dgmcourse.grading.submissions` (discovery and repair), :mod:`~dgmcourse.grading.runner`
 (parallel jobs and the gradebook merge), :mod:`~dgmcourse.grading.feedback`.
 
@@ -46,6 +50,7 @@ import importlib
 _EXPORTS = {
     "Policy": "sandbox", "Status": "sandbox", "run_sandboxed": "sandbox",
     "bwrap_available": "sandbox", "sandbox_argv": "sandbox", "trusted_roots": "sandbox",
+    "library_root": "sandbox", "course_config": "pipeline", "course_policy": "pipeline",
     "repair_submission": "submissions", "repair_cells": "submissions",
     "RepairCells": "preprocessors", "SandboxedExecute": "preprocessors",
     "Result": "runner", "grade": "runner", "grade_submission": "runner", "merge_results": "runner",

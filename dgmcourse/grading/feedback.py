@@ -11,7 +11,8 @@ from xml.sax.saxutils import unescape
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from dgmcourse.grading.runner import course_config, db_url_of
+from dgmcourse.grading.pipeline import course_config
+from dgmcourse.grading.runner import db_url_of
 
 # What may hold TeX in markdown, and what holds a ``$`` that is not math. Code comes first, so
 # that math inside it is left alone; nothing but a fenced block spans a blank line (a paragraph
@@ -112,18 +113,18 @@ def generate_feedback(course: str | Path, assignment: str, students: list | None
     """nbgrader's ``GenerateFeedback`` with hidden tests and mark schemes removed from the feedback.
 
     Writes ``feedback/STUDENT/ASSIGNMENT/*.html`` for each of ``students`` (default: every
-    autograded student) and returns the paths written.
+    autograded student) and returns the paths written. The steps are the course's
+    ``GenerateFeedback.preprocessors`` (:func:`~dgmcourse.grading.pipeline.course_config`: by
+    default :data:`~dgmcourse.grading.pipeline.FEEDBACK`), as for plain ``nbgrader generate_feedback``.
 
     Raises:
-        ValueError: the folder is not a course directory; nothing of ``assignment`` is
-            autograded; a student in ``students`` has no autograded submission; or written
-            answers are still waiting for manual grading (they would be published as 0 points)
-            and ``allow_pending`` is False.
+        ValueError: the folder is not a course directory, or its ``nbgrader_config.py`` fails;
+            nothing of ``assignment`` is autograded; a student in ``students`` has no autograded
+            submission; or written answers are still waiting for manual grading (they would be
+            published as 0 points) and ``allow_pending`` is False.
     """
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
-    from nbgrader.preprocessors import ClearHiddenTests, ClearMarkScheme, GetGrades
     course = Path(course).resolve()
     if not (course / "nbgrader_config.py").is_file():
         raise ValueError(f"course_dir: {course} is not a course directory (no nbgrader_config.py)")
@@ -131,8 +132,6 @@ def generate_feedback(course: str | Path, assignment: str, students: list | None
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = db_url_of(course, config, db_url)
     config.CourseDirectory.assignment_id = assignment
-    config.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ClearMarkScheme,
-                                             RenderMath, CSSHTMLHeaderPreprocessor]
     coursedir = CourseDirectory(config=config)
     autograded = sorted(p.parent.name for p in Path(coursedir.root, coursedir.autograded_directory)
                         .glob(f"*/{assignment}") if p.is_dir())

@@ -1,9 +1,10 @@
 """The grading harness: runs inside the sandbox, imports only the standard library and IPython.
 
-``python -I -m dgmcourse.grading.harness`` reads one job on stdin (the cells, a fresh HMAC key,
-the limits), runs instructor and student cells in an IPython shell, runs each test cell itself
-in a restored, hardened namespace, and writes one HMAC-signed verdict per test cell to file
-descriptor 3 (:data:`VERDICT_FD`). Outputs go to ``outputs.json`` (untrusted). See
+``python -I .../dgmcourse/grading/harness.py`` reads one job on stdin (the cells, a fresh HMAC
+key, the limits, the folder of the ``dgmcourse`` package the grader imported, which it imports
+from there), runs instructor and student cells in an IPython shell, runs each test
+cell itself in a restored, hardened namespace, and writes one HMAC-signed verdict per test cell
+to file descriptor 3 (:data:`VERDICT_FD`). Outputs go to ``outputs.json`` (untrusted). See
 :mod:`dgmcourse.grading` for the protections and :func:`dgmcourse.grading.sandbox.run_sandboxed`
 for the side that starts it and checks the signatures.
 """
@@ -465,18 +466,47 @@ def _instructor_bindings(source: str, namespace: dict, trusted_types, trusted_ro
     return {name: namespace[name] for name in names
             if name in namespace and library_object(namespace[name])}
 
+def _import_library(root: str) -> None:
+    """Import ``dgmcourse`` and ``dgmcourse.grading`` from ``root``, the folder the grader imported
+    the package from, without putting ``root`` on ``sys.path``: in the sandbox that folder may lie
+    in the writable ``/tmp``, where student code could otherwise shadow modules imported later.
+
+    Raises:
+        ModuleNotFoundError: ``root`` holds no ``dgmcourse``; whatever the package raises on import.
+    """
+    import importlib.machinery
+    import importlib.util
+    spec = importlib.machinery.PathFinder.find_spec("dgmcourse", [root])
+    if spec is None:
+        raise ModuleNotFoundError(f"No module named 'dgmcourse' in {root}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dgmcourse"] = module
+    spec.loader.exec_module(module)
+    import dgmcourse.grading  # noqa: F401 - this harness's package, as `-m` imported it before
+
 def main() -> None:
     """Harness inside the sandbox: read the job on stdin, run cells, sign test verdicts.
 
     Input (stdin, JSON): ``{"key": hex, "cells": [{"kind": "student"|"instructor"|"test",
     "source": str, "grade_id": str|None}], "preimport": [module names], "cell_s": float,
-    "output_chars": int, "trusted_roots": [str]}``. Outputs of every cell go to
-    ``outputs.json`` in the working directory (untrusted); signed verdicts to fd 3.
+    "output_chars": int, "trusted_roots": [str], "library_root": str}``. Outputs of every cell go
+    to ``outputs.json`` in the working directory (untrusted); signed verdicts to fd 3. When
+    ``dgmcourse`` cannot be imported from ``library_root``, no cell runs: a signed
+    ``{"kind": "failed", "detail": "sandbox could not import dgmcourse: ..."}`` is the only line.
     """
     job = json.loads(sys.stdin.read())
     os.close(0)
     key = bytes.fromhex(job.pop("key"))
     roots = tuple(job["trusted_roots"])
+    try:
+        _import_library(job["library_root"])
+    except Exception as err:  # noqa: BLE001 - any failure means no notebook can run here
+        payload = {"kind": "failed", "detail": " ".join(
+            f"sandbox could not import dgmcourse: {type(err).__name__}: {err}".split())}
+        line = json.dumps(payload, sort_keys=True)
+        mac = hmac.digest(key, line.encode(), "sha256").hex()
+        os.write(VERDICT_FD, (json.dumps({"payload": payload, "mac": mac}) + "\n").encode())
+        os._exit(1)
     for name in ["numpy", "IPython"] + job["preimport"]:
         try:
             __import__(name)

@@ -2,10 +2,11 @@
 
 ``nbgrader_config.py`` puts :class:`RepairCells` in ``Autograde.sanitize_preprocessors`` and
 :class:`SandboxedExecute` in place of nbgrader's ``Execute`` in
-``Autograde.autograde_preprocessors``, so every route to a grade -- ``dgmcourse grade``, plain
-``nbgrader autograde`` and the formgrader's *Autograde* button -- repairs cells the same way and
-executes submissions in the same sandbox with the same limits and the same tamper-proof scoring
-(shaped like nbgrader's own ``OverwriteCells`` and ``Execute`` in ``nbgrader/preprocessors/``).
+``Autograde.autograde_preprocessors`` (the lists of :mod:`~dgmcourse.grading.pipeline`), so every
+route to a grade -- ``dgmcourse grade``, plain ``nbgrader autograde`` and the formgrader's
+*Autograde* button -- repairs cells the same way and executes submissions in the same sandbox with
+the same limits (``c.SandboxedExecute.<setting>``, :data:`POLICY_TRAITS`) and the same tamper-proof
+scoring (shaped like nbgrader's own ``OverwriteCells`` and ``Execute`` in ``nbgrader/preprocessors/``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, TraitError, Unicode, validate
 
 from dgmcourse.grading.sandbox import Policy, Status, run_sandboxed
 from dgmcourse.grading.submissions import repair_cells
 
 _DEFAULT = Policy()
+# The settings of SandboxedExecute that make up a Policy: {setting: Policy field}.
+POLICY_TRAITS = {"timeout": "wall_s", "cell_timeout": "cell_s", "memory_mb": "memory_mb",
+                 "fsize_mb": "fsize_mb", "nofile": "nofile", "nproc_extra": "nproc_extra",
+                 "processes": "processes", "output_chars": "output_chars", "unsafe": "unsafe"}
 
 
 def cell_kind(cell) -> str:
@@ -70,22 +75,42 @@ class SandboxedExecute(NbGraderPreprocessor):
     and its log kept next to it; without ``job_dir`` (plain ``nbgrader autograde``) a temporary
     folder is used and a run that did not end normally is logged as a warning.
 
+    The limits (:data:`POLICY_TRAITS`) are configurable like any nbgrader setting
+    (``c.SandboxedExecute.memory_mb = 8192`` in ``nbgrader_config.py``); their defaults are
+    those of :class:`~dgmcourse.grading.sandbox.Policy`.
+
     Raises:
         RuntimeError: bubblewrap is unavailable and ``unsafe`` is False.
+        traitlets.TraitError: a limit set to something other than a positive number.
     """
 
     job_dir = Unicode("", help="Folder for this submission's sandbox and its log "
                                "(default: a temporary folder)").tag(config=True)
-    unsafe = Bool(False, help="Run student code WITHOUT bubblewrap (rlimits only)").tag(config=True)
-    timeout = Float(_DEFAULT.wall_s, help="Wall-time limit of one notebook, seconds").tag(config=True)
-    cell_timeout = Float(_DEFAULT.cell_s, help="Time limit of one cell, seconds").tag(config=True)
+    unsafe = Bool(_DEFAULT.unsafe, help="Run student code WITHOUT bubblewrap (rlimits only)").tag(config=True)
+    timeout = Float(_DEFAULT.wall_s, help="Wall-time limit of one notebook, seconds (the sandbox is "
+                                          "killed)").tag(config=True)
+    cell_timeout = Float(_DEFAULT.cell_s, help="Time limit of one cell, seconds (the cell fails, the "
+                                               "notebook goes on)").tag(config=True)
     memory_mb = Integer(_DEFAULT.memory_mb, help="Private memory limit (RLIMIT_DATA), MiB").tag(config=True)
+    fsize_mb = Integer(_DEFAULT.fsize_mb, help="Largest file student code may write, MiB").tag(config=True)
+    nofile = Integer(_DEFAULT.nofile, help="Open files").tag(config=True)
+    nproc_extra = Integer(_DEFAULT.nproc_extra, help="Tasks the sandbox's user may start beyond "
+                                                     "those running (RLIMIT_NPROC)").tag(config=True)
+    processes = Integer(_DEFAULT.processes, help="Processes in the sandbox before it is killed").tag(config=True)
+    output_chars = Integer(_DEFAULT.output_chars, help="Characters kept of each output").tag(config=True)
+
+    @validate(*(name for name in POLICY_TRAITS if name != "unsafe"))
+    def _positive(self, proposal):
+        if not proposal.value > 0:
+            raise TraitError(f"SandboxedExecute.{proposal.trait.name} must be a positive number, "
+                             f"got {proposal.value!r}")
+        return proposal.value
 
     @property
     def policy(self) -> Policy:
-        """The limits these settings give."""
-        return Policy(wall_s=self.timeout, cell_s=min(self.cell_timeout, self.timeout),
-                      memory_mb=self.memory_mb, unsafe=self.unsafe)
+        """The limits these settings give (the cell limit at most the notebook's)."""
+        fields = {field: getattr(self, name) for name, field in POLICY_TRAITS.items()}
+        return Policy(**{**fields, "cell_s": min(self.cell_timeout, self.timeout)})
 
     def preprocess(self, nb, resources):
         job = Path(self.job_dir) if self.job_dir else Path(tempfile.mkdtemp(prefix="dgmcourse-sandbox-"))

@@ -1,9 +1,11 @@
 """The parallel runner: one job per submission, then one merge into the gradebook.
 
 Each job autogrades one repaired submission with nbgrader's ``Autograde`` converter into a
-private copy of the gradebook, with :class:`~dgmcourse.grading.preprocessors.SandboxedExecute`
-as its execution step; :func:`merge_results` validates every score and writes them all into the
-course's gradebook. Nothing in a job touches the course's gradebook.
+private copy of the gradebook, with the course's pipeline (``nbgrader_config.py``, read by
+:func:`~dgmcourse.grading.pipeline.course_config`), whose execution step is
+:class:`~dgmcourse.grading.preprocessors.SandboxedExecute`; only the job's folders, gradebook
+and, when given, the limits are set on top. :func:`merge_results` validates every score and
+writes them all into the course's gradebook. Nothing in a job touches the course's gradebook.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+from dgmcourse.grading.pipeline import course_config, course_policy
 from dgmcourse.grading.sandbox import Policy, Status, bwrap_available
 from dgmcourse.grading.submissions import repair_submission
 
@@ -49,12 +52,6 @@ def _ignore_session_warnings() -> None:
     warnings.filterwarnings("ignore", category=SAWarning)
 
 
-def course_config(course: Path):
-    """The course's nbgrader configuration (``nbgrader_config.py``), or an empty one."""
-    from traitlets.config import Config, PyFileConfigLoader
-    path = course / "nbgrader_config.py"
-    return PyFileConfigLoader(str(path)).load_config() if path.is_file() else Config()
-
 def db_url_of(course: Path, config, db_url: str | None) -> str:
     if db_url:
         return db_url
@@ -73,29 +70,50 @@ def _dirs(config) -> dict:
             "autograded": get("autograded_directory", "autograded"),
             "feedback": get("feedback_directory", "feedback")}
 
+def _autograde_config(course: Path):
+    """The course's configuration (:func:`course_config`) for autograding with ``dgmcourse``.
+
+    Raises:
+        ValueError: ``nbgrader_config.py`` cannot be executed, or its
+            ``Autograde.autograde_preprocessors`` lack ``SandboxedExecute`` (student code would
+            run outside the sandbox).
+    """
+    config = course_config(course)
+    sandbox = "dgmcourse.grading.preprocessors.SandboxedExecute"
+    steps = [step if isinstance(step, str) else f"{step.__module__}.{step.__qualname__}"
+             for step in config.Autograde.autograde_preprocessors]
+    if sandbox not in steps:
+        raise ValueError(f"{course / 'nbgrader_config.py'}: c.Autograde.autograde_preprocessors has no "
+                         f"{sandbox}: student code would run outside the sandbox (use "
+                         "dgmcourse.grading.pipeline.AUTOGRADE)")
+    return config
+
 def grade_submission(course: str | Path, assignment: str, student: str, job_dir: str | Path,
-                     template_db: str | Path, policy: Policy = Policy()) -> Result:
+                     template_db: str | Path, policy: Policy | None = None) -> Result:
     """Grade one submission in its own job folder; return its :class:`Result`, also written
     to ``<job_dir>/result.json``.
 
-    The job autogrades with nbgrader's ``Autograde`` converter into a private copy of the
-    gradebook (``template_db``), so it never writes the course's gradebook; its sandboxed
-    execution is :func:`run_sandboxed` (via ``SandboxedExecute``).
+    The job autogrades with nbgrader's ``Autograde`` converter and the course's pipeline
+    (:func:`~dgmcourse.grading.pipeline.course_config`) into a private copy of the gradebook
+    (``template_db``), so it never writes the course's gradebook; its sandboxed execution is
+    :func:`run_sandboxed` (via ``SandboxedExecute``) with the limits of ``policy``, by default
+    those of the course's ``nbgrader_config.py``.
+
+    Raises:
+        ValueError: the course's ``nbgrader_config.py`` cannot be executed, or its
+            ``Autograde.autograde_preprocessors`` lack ``SandboxedExecute``.
     """
     from nbgrader.apps import NbGraderAPI  # noqa: F401 - imports nbgrader's config classes
     from nbgrader.converters import Autograde
     from nbgrader.coursedir import CourseDirectory
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
-                                        LimitOutput, SaveAutoGrades)
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
 
-    from dgmcourse.grading.preprocessors import SandboxedExecute
+    from dgmcourse.grading.preprocessors import POLICY_TRAITS
     start = time.monotonic()
     _ignore_session_warnings()
     course, job = Path(course).resolve(), Path(job_dir).resolve()
     shutil.rmtree(job, ignore_errors=True)
     root = job / "course"
-    config = course_config(course)
+    config = _autograde_config(course)
     dirs = _dirs(config)
     for folder in ("source", "release"):  # release: for RepairCells, when nbgrader_config.py names it
         (root / dirs[folder]).mkdir(parents=True)
@@ -108,16 +126,10 @@ def grade_submission(course: str | Path, assignment: str, student: str, job_dir:
     config.CourseDirectory.db_url = f"sqlite:///{job / 'gradebook.db'}"
     config.CourseDirectory.assignment_id = assignment
     config.CourseDirectory.student_id = student
-    config.OverwriteCells.add_missing_cells = True
-    config.Autograde.create_student = True
-    config.Autograde.autograde_preprocessors = [
-        SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    config.Autograde.create_student = True  # the job's private gradebook may not know the student yet
     config.SandboxedExecute.job_dir = str(job)
-    config.SandboxedExecute.unsafe = policy.unsafe
-    config.SandboxedExecute.timeout = policy.wall_s
-    config.SandboxedExecute.cell_timeout = policy.cell_s
-    config.SandboxedExecute.memory_mb = policy.memory_mb
+    for name, field in POLICY_TRAITS.items() if policy is not None else ():
+        config.SandboxedExecute[name] = getattr(policy, field)
     status, error = Status.GRADED, ""
     try:
         converter = Autograde(coursedir=CourseDirectory(config=config), config=config)
@@ -253,7 +265,7 @@ def _template_gradebook(course: Path, assignment: str, db_url: str, work: Path) 
     return template
 
 def grade(course: str | Path, assignment: str, students: list | None = None,
-          jobs: int | None = None, db_url: str | None = None, policy: Policy = Policy(),
+          jobs: int | None = None, db_url: str | None = None, policy: Policy | None = None,
           progress: bool = True) -> list[Result]:
     """Grade submissions in parallel jobs, then merge them into the gradebook.
 
@@ -263,7 +275,9 @@ def grade(course: str | Path, assignment: str, students: list | None = None,
         students: student ids; default every student with a submission of ``assignment``.
         jobs: parallel jobs (default: number of CPU cores).
         db_url: gradebook URL (default: the course's ``gradebook.db``).
-        policy: the sandbox's limits, and whether to grade without bubblewrap.
+        policy: the sandbox's limits, and whether to grade without bubblewrap (default: the
+            ``SandboxedExecute`` settings of the course's ``nbgrader_config.py``,
+            :func:`~dgmcourse.grading.pipeline.course_policy`).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -271,9 +285,10 @@ def grade(course: str | Path, assignment: str, students: list | None = None,
 
     Raises:
         RuntimeError: bubblewrap missing and ``policy.unsafe`` False.
-        ValueError: ``jobs`` < 1; ``course`` is not a course directory; no such assignment;
-            the gradebook lacks the assignment (not released); no submissions; or a student
-            without a submission folder.
+        ValueError: ``jobs`` < 1; ``course`` is not a course directory; its
+            ``nbgrader_config.py`` fails, sets an invalid limit or autogrades outside the sandbox
+            (no ``SandboxedExecute``); no such assignment; the gradebook lacks the assignment
+            (not released); no submissions; or a student without a submission folder.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from tqdm.auto import tqdm
@@ -281,13 +296,14 @@ def grade(course: str | Path, assignment: str, students: list | None = None,
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    policy = course_policy(course)[0] if policy is None else policy
     if not policy.unsafe and not bwrap_available():
         raise RuntimeError("bubblewrap (bwrap) is not available: refusing to grade without "
                            "isolation. Install it (apt-get install bubblewrap) or pass --unsafe.")
     if not (course / "nbgrader_config.py").is_file():
         raise ValueError(f"course_dir: {course} is not a course directory (no nbgrader_config.py): "
                          "run from the course root or pass --course-dir")
-    config = course_config(course)
+    config = _autograde_config(course)
     dirs = _dirs(config)
     source = course / dirs["source"] / assignment
     if not source.is_dir():

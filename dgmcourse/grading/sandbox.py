@@ -3,7 +3,8 @@
 Student code runs in a fresh Python process (:mod:`dgmcourse.grading.harness`, started with
 ``python -I`` so no file next to the submission can shadow a module) under bubblewrap: new user,
 PID, network, IPC and UTS namespaces, a read-only view of the Python installation and of the
-``dgmcourse`` package, the submission's private folder at ``/submission``, a tmpfs ``/tmp``;
+``dgmcourse`` package the grader imported (:func:`library_root`, the one the harness imports),
+the submission's private folder at ``/submission``, a tmpfs ``/tmp``;
 rlimits on memory, file size, open files and processes; a wall-time limit per notebook (the
 whole PID namespace is killed) and a soft limit per cell. Without ``bwrap`` it refuses to run
 unless the :class:`Policy` says ``unsafe``.
@@ -84,9 +85,17 @@ class Status(str, enum.Enum):
         return self.value
 
 
+def library_root() -> Path:
+    """The folder holding the ``dgmcourse`` package this process imported (a checkout, or
+    site-packages): the sandbox binds that package read-only at the same path and the harness
+    imports it from there, so student code imports the very same library, wherever the course
+    directory is and however the package was installed."""
+    import dgmcourse
+    return Path(dgmcourse.__file__).resolve().parents[1]
+
 def trusted_roots() -> tuple:
     """Directories whose code the harness trusts: the Python installation and ``dgmcourse``."""
-    package = str(Path(__file__).resolve().parents[1])
+    package = str(library_root() / "dgmcourse")
     return tuple(sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, package}))
 
 def bwrap_available() -> bool:
@@ -101,11 +110,14 @@ def sandbox_argv(workdir: Path, env: dict, unsafe: bool = False) -> list:
     """Command line that runs the harness with ``workdir`` as its only writable directory.
 
     Under bubblewrap the process sees: ``/usr`` and the Python installation read-only, the
-    ``dgmcourse`` package read-only, ``workdir`` at ``/submission`` (read-write), a tmpfs
-    ``/tmp``, no network, its own PID namespace (killing ``bwrap`` kills everything in it)
-    and uid 65534 without capabilities. With ``unsafe=True`` it runs unsandboxed (rlimits only).
+    ``dgmcourse`` package of :func:`library_root` read-only, ``workdir`` at ``/submission``
+    (read-write), a tmpfs ``/tmp``, no network, its own PID namespace (killing ``bwrap`` kills
+    everything in it) and uid 65534 without capabilities. With ``unsafe=True`` it runs
+    unsandboxed (rlimits only). The harness runs as a script of that package, not with ``-m``:
+    with ``-I`` nothing outside the installation is importable until the harness imports the
+    package from :func:`library_root`.
     """
-    python = [sys.executable, "-I", "-m", "dgmcourse.grading.harness"]
+    python = [sys.executable, "-I", str(library_root() / "dgmcourse" / "grading" / "harness.py")]
     if unsafe:
         return python
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
@@ -138,22 +150,26 @@ def _sandbox_env(threads: int = 1) -> dict:
     return env
 
 def _rlimits(policy: Policy):
-    """preexec_fn setting the memory, file-size, open-file and process limits."""
+    """preexec_fn setting the memory, file-size, open-file and process limits (each at most the
+    grader's own hard limit, which an unprivileged process cannot raise)."""
     import resource
     with open("/proc/loadavg", encoding="ascii") as fh:  # 4th field: running/total tasks
         tasks = int(fh.read().split()[3].split("/")[1])
-    nproc = tasks + policy.nproc_extra  # RLIMIT_NPROC counts every task of the uid
+    memory = policy.memory_mb * 2**20  # private memory; libraries' mappings are not counted ...
+    wanted = {resource.RLIMIT_DATA: memory,
+              resource.RLIMIT_AS: memory + 8 * 2**30,  # ... but the address space is bounded too
+              resource.RLIMIT_FSIZE: policy.fsize_mb * 2**20,
+              resource.RLIMIT_NOFILE: policy.nofile,
+              resource.RLIMIT_NPROC: tasks + policy.nproc_extra,  # counts every task of the uid
+              resource.RLIMIT_CORE: 0}
+    limits = {}
+    for kind, value in wanted.items():
+        hard = resource.getrlimit(kind)[1]
+        limits[kind] = value if hard == resource.RLIM_INFINITY else min(value, hard)
 
     def apply():
-        memory = policy.memory_mb * 2**20  # private memory; libraries' mappings are
-        resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))  # not counted ...
-        address_space = memory + 8 * 2**30  # ... but the address space is bounded too
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-        fsize = policy.fsize_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (policy.nofile,) * 2)
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for kind, value in limits.items():
+            resource.setrlimit(kind, (value, value))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     return apply
 
@@ -203,7 +219,8 @@ def run_sandboxed(cells: list, workdir: Path, policy: Policy = Policy()) -> dict
     Returns:
         ``{"verdicts": {grade_id: {"passed", "score", "message"}}, "outputs": list|None,
         "status": Status (OK, TIMEOUT, PROCESSES, CRASHED or TAMPERED), "detail": str,
-        "time_s": float}``. The sandbox's own output is kept in ``<workdir>.log``.
+        "time_s": float}``. The sandbox's own output is kept in ``<workdir>.log``; a sandbox that
+        cannot import ``dgmcourse`` CRASHED with the detail "sandbox could not import dgmcourse: ...".
 
     Raises:
         RuntimeError: if bubblewrap is unavailable and ``unsafe`` is False.
@@ -216,6 +233,7 @@ def run_sandboxed(cells: list, workdir: Path, policy: Policy = Policy()) -> dict
     key = secrets.token_bytes(32)
     tests = [c for c in cells if c["kind"] == "test"]
     job = {"key": key.hex(), "cells": cells, "trusted_roots": list(trusted_roots()),
+           "library_root": str(library_root()),
            "cell_s": policy.cell_s, "output_chars": policy.output_chars,
            "preimport": _imports(c["source"] for c in cells if c["kind"] != "student")
            + sorted({".".join(name.split(".")[:cut]) for c in tests for name in reference_names(c["source"])
@@ -272,9 +290,10 @@ def _verified(lines: list, key: bytes, status: Status, detail: str, returncode) 
     """Verdicts of the lines whose HMAC checks; any forged line or refusal means TAMPERED.
 
     Returns ``(verdicts, status, detail)``; a run that ended without its signed end line
-    CRASHED, and the verdicts of a TAMPERED run all fail.
+    CRASHED (with the harness's signed reason, if it sent one), and the verdicts of a TAMPERED
+    run all fail.
     """
-    verdicts, end = {}, None
+    verdicts, end, failed = {}, None, ""
     for line in lines:
         try:
             message = json.loads(line)
@@ -295,9 +314,11 @@ def _verified(lines: list, key: bytes, status: Status, detail: str, returncode) 
             verdicts[payload["grade_id"]] = payload
         elif payload["kind"] == "end":
             end = payload
+        elif payload["kind"] == "failed":
+            failed = str(payload.get("detail", ""))
     if status == Status.OK and end is None:
         status = Status.CRASHED
-        detail = f"sandbox exited with code {returncode} before the end of the notebook"
+        detail = failed or f"sandbox exited with code {returncode} before the end of the notebook"
     if status == Status.TAMPERED:
         verdicts = {k: {**v, "passed": False, "score": None} for k, v in verdicts.items()}
     return verdicts, status, detail

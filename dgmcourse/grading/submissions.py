@@ -30,8 +30,8 @@ def repair_submission(submitted: Path, release: Path, dest: Path) -> list:
     convert old nbformat versions to v4, and give every cell that carries nbgrader metadata the
     release's metadata for its ``grade_id`` (unknown ``schema_version``, edited points, a test
     cell turned into markdown). Cells whose ``grade_id`` the release does not know, and repeats
-    of a ``grade_id``, lose their nbgrader metadata. Deleted test cells are restored later by
-    nbgrader (``OverwriteCells.add_missing_cells``). Other files in the submission are ignored.
+    of a ``grade_id``, lose their nbgrader metadata; deleted locked and graded cells are restored
+    (:func:`repair_cells`). Other files in the submission are ignored.
 
     Raises:
         ValueError: if ``release`` holds no notebook.
@@ -119,8 +119,9 @@ def _restore_deleted(cells: list, release, notes: list) -> list:
 
     A deleted written answer comes back unanswered, as released.
 
-    (nbgrader's ``add_missing_cells`` stays on, but in nbgrader 0.9.6 it fails with a KeyError
-    when the deleted cell follows a locked cell that is neither graded nor a solution.)
+    (nbgrader's own ``OverwriteCells.add_missing_cells`` would do it too, but in nbgrader 0.9.6 it
+    fails with a KeyError when the deleted cell follows a locked cell that is neither graded nor
+    a solution.)
     """
     order = [c for c in release.cells if "grade_id" in c.metadata.get("nbgrader", {})]
     position = {c.metadata["nbgrader"]["grade_id"]: i for i, c in enumerate(cells)
