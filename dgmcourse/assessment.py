@@ -417,6 +417,40 @@ def grade_variants(assignment: str, submissions: dict[str, dict], root: str | Pa
     return out
 
 
+def autograde_plain(assignment: str, root: str | Path = ROOT) -> dict:
+    """The formgrader's route on the real assignment: plain ``nbgrader autograde`` (the sandboxed
+    pipeline of ``nbgrader_config.py``) of the solution notebook and of the untouched release, in a
+    temporary copy of the course, smoke mode.
+
+    Returns:
+        ``{"solution_full": {test grade_id: full marks?}, "release_zero": {test grade_id: scored 0?}}``
+        for the autograder test cells.
+
+    Raises:
+        RuntimeError: nbgrader failed (its error output in the message).
+    """
+    from nbgrader.api import Gradebook
+    root = Path(root)
+    source = notebooks(assignment, root)[0]
+    tests = test_cells(nbformat.read(source, as_version=4))
+    with tempfile.TemporaryDirectory(prefix=f"dgmcourse-plain-{assignment}-") as work:
+        course = _course(assignment, root, Path(work))
+        for student, folder in (("solution", course / "solutions" / assignment),
+                                ("release", course / "assignments" / assignment)):
+            shutil.copytree(folder, course / "submitted" / student / assignment)
+        env = {**os.environ, "DGMCOURSE_SMOKE": "1",
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        result = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", assignment, "--force"],
+                                cwd=course, env=env, capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"nbgrader autograde {assignment} failed:\n{result.stderr[-3000:]}")
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+            scores = {student: {gid: gb.find_grade(gid, source.stem, assignment, student).score for gid in tests}
+                      for student in ("solution", "release")}
+    return {"solution_full": {gid: scores["solution"][gid] == points for gid, points in sorted(tests.items())},
+            "release_zero": {gid: scores["release"][gid] == 0 for gid in sorted(tests)}}
+
+
 def judge(assignment: str, graded: dict, root: str | Path = ROOT) -> dict:
     """Compare graded variants with what the fixtures expect.
 
@@ -765,9 +799,11 @@ def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Pat
     * Digest unchanged: grades a sample chosen afresh (two alternatives, two mistakes) and one
       reference run on a random CI seed; a problem for each sampled outcome that differs from the
       stored one. Stored evidence is never the only proof of itself.
-    * Digest changed (or nothing stored): grades every variant and runs every CI seed; the targets
-      (reference and alternatives at full marks, each mistake losing its cell's points, every graded
-      test passing on every seed, no cell raising) make the problems; with none, the file is rewritten.
+    * Digest changed (or nothing stored): grades every variant, runs every CI seed and grades the
+      solution and the untouched release through plain ``nbgrader autograde`` (:func:`autograde_plain`);
+      the targets (reference and alternatives at full marks, each mistake losing its cell's points,
+      every graded test passing on every seed, no cell raising, the release scoring 0 in every test
+      cell) make the problems; with none, the file is rewritten.
 
     Args:
         assignment: e.g. ``"a1_vae"``.
@@ -807,7 +843,12 @@ def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Pat
     graded = grade_variants(assignment, everything, root, jobs=jobs, smoke=True)
     verdict = judge(assignment, graded, root)
     runs = {f"{s}-{t}": _run_outcome(reference_run(assignment, s, t, smoke=True, root=root)) for s, t in CI_RUNS}
+    plain = autograde_plain(assignment, root)
     problems = [f"the reference solution lost points: {verdict['reference']}"] if verdict["reference"] else []
+    problems += [f"plain nbgrader autograde: the solution lost {cell}" for cell, ok in plain["solution_full"].items()
+                 if not ok]
+    problems += [f"plain nbgrader autograde: the untouched release earned points in {cell}"
+                 for cell, ok in plain["release_zero"].items() if not ok]
     problems += [f"alternative {alt} lost points: {cells}" for alt, cells in verdict["alternatives"].items() if cells]
     problems += [f"mistake {m} kept its points" for m, caught in sorted(verdict["mistakes"].items()) if not caught]
     problems += [f"reference run seed {k}: failed {sorted(t for t, ok in r['passed'].items() if not ok)}, "
@@ -819,9 +860,10 @@ def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Pat
             "assignment": assignment, "digest": digest, "inputs": inputs,
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "variants": {k: _graded_outcome(v) for k, v in sorted(graded.items())},
-            "reference_runs": runs}, indent=1) + "\n")
+            "reference_runs": runs, "plain_nbgrader": plain}, indent=1) + "\n")
     line = (f"{assignment}: stale (changed: {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}); "
-            f"graded all {len(everything)} variants and ran {len(CI_RUNS)} reference seeds: "
+            f"graded all {len(everything)} variants (and the solution and the release through plain nbgrader), "
+            f"ran {len(CI_RUNS)} reference seeds: "
             + ("stored" if not problems else "NOT stored"))
     return line, problems
 

@@ -265,13 +265,18 @@ def test_check_evidence_samples_when_unchanged_and_remeasures_when_stale(tmp_pat
         calls.append(("run", seed, threads))
         return {"passed": {"test_f": True, "test_f0": True}, "errors": []}
 
+    def autograde_plain(name, root):
+        calls.append(("plain",))
+        return {"solution_full": {"test_f": True, "test_f0": True}, "release_zero": {"test_f": True, "test_f0": True}}
+
     monkeypatch.setattr(assessment, "grade_variants", grade_variants)
     monkeypatch.setattr(assessment, "reference_run", reference_run)
+    monkeypatch.setattr(assessment, "autograde_plain", autograde_plain)
     path = store / "a0_toy.json"
     line, problems = assessment.check_evidence("a0_toy", root, store)
     assert problems == [] and line.startswith("a0_toy: stale (changed: nothing stored)") and line.endswith("stored")
     assert calls == [("grade", ["alt-plus", "alt-times", "mistake-one", "mistake-zero", "reference"]),
-                     ("run", 1, 1), ("run", 2, 1), ("run", 3, 1)]
+                     ("run", 1, 1), ("run", 2, 1), ("run", 3, 1), ("plain",)]
     stored = path.read_text()
     calls.clear()
     line, problems = assessment.check_evidence("a0_toy", root, store)
