@@ -1,7 +1,7 @@
 """How long the test suite takes: `make test` (every tier) and `make test-quick` (the unit tier).
 
-Runs pytest from the repository's venv as the README's commands do (two xdist workers, pyproject.toml's
-options), once with every tier and once with the unit tier only, each writing a JUnit XML report, and
+Runs the README's commands themselves, `make test` and `make test-quick` (after `make venv`, so the install is
+not timed), each with a JUnit XML report (PYTEST_ARGS), and
 writes benchmarks/reports/tests.json: per run its wall time and outcome counts, and per tier the number
 of tests and their summed time (setup, call and teardown; the two workers run side by side, so the
 tiers' times add up to about twice the wall time). The grading evidence's decisions (stale or unchanged,
@@ -14,28 +14,20 @@ Targets (2 CPU cores, no stale evidence, install excluded): make test <= 900 s, 
 import argparse
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from dgmcourse.reports import ROOT, read_report, write_report
 
-from conftest import TIERS  # noqa: E402
-
-from dgmcourse.reports import read_report, write_report  # noqa: E402
-
-UNIT = f"not ({' or '.join(TIERS)})"
 TARGETS = {"all": 900.0, "quick": 180.0}
 
 
-def run(marker: str | None) -> dict:
+def run(target: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        command = [sys.executable, "-m", "pytest", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
-        command += ["-m", marker] if marker else []
+        command = ["make", "--no-print-directory", target, f"PYTEST_ARGS=--junitxml={junit} -o junit_family=xunit1"]
         start = time.monotonic()
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         wall = time.monotonic() - start
@@ -52,7 +44,7 @@ def run(marker: str | None) -> dict:
     section = re.search(r"^=+ grading evidence.*?=+\n(.*?)^=", result.stdout, re.M | re.S)
     evidence = section.group(1).strip().splitlines() if section else []
     print(result.stdout[-2500:])
-    return {"command": "pytest" + (f' -m "{marker}"' if marker else ""), "exit_code": result.returncode,
+    return {"command": f"make {target}", "exit_code": result.returncode,
             "wall_s": round(wall, 1), **outcomes, "tiers": dict(sorted(tiers.items())), "evidence": evidence}
 
 
@@ -62,9 +54,10 @@ if __name__ == "__main__":
     parser.add_argument("--note", default="", help="where it ran, e.g. 'fresh clone'")
     args = parser.parse_args()
     runs = read_report("tests").get("runs", {})
-    for name, marker in (("all", None), ("quick", UNIT)):
+    subprocess.run(["make", "--no-print-directory", "venv"], cwd=ROOT, check=True)
+    for name, target in (("all", "test"), ("quick", "test-quick")):
         if args.only in (None, name):
-            runs[name] = {**run(marker), "note": args.note, "target_wall_s": TARGETS[name],
+            runs[name] = {**run(target), "note": args.note, "target_wall_s": TARGETS[name],
                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             runs[name]["within_target"] = runs[name]["exit_code"] == 0 and runs[name]["wall_s"] <= TARGETS[name]
     print(write_report("tests", {"targets_wall_s": TARGETS, "runs": runs}))
