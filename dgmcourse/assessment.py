@@ -22,6 +22,7 @@ must pass on every seed. The static checks (:func:`points_problems`, :func:`rubr
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -497,6 +498,7 @@ def fixture_problems(assignment: str, root: str | Path = ROOT) -> list[str]:
 
 
 # --- evidence digests ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _semantic(source: str) -> str:
     """A Python source's meaning without its layout: the AST with docstrings dropped, so comments,
     line breaks, semicolons and docstrings do not change it."""
@@ -519,7 +521,8 @@ def _notebook_semantic(path: Path) -> str:
     return "\n".join(parts)
 
 
-def _library_imports(source: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _library_imports(source: str) -> frozenset[str]:
     """``dgmcourse`` modules (dotted names) a Python source imports, relative imports resolved
     as inside the package's top level."""
     found = set()
@@ -532,7 +535,7 @@ def _library_imports(source: str) -> set[str]:
             if module.split(".")[0] == "dgmcourse":
                 found.add(module)
                 found |= {f"{module}.{a.name}" for a in node.names}   # `from dgmcourse import vae`
-    return found
+    return frozenset(found)
 
 
 def _module_path(root: Path, name: str) -> Path | None:
@@ -582,10 +585,12 @@ def _identifiers(tree: ast.AST) -> set[str]:
 
 
 def _defined_names(stmt: ast.stmt) -> list[str]:
-    """The names a top-level definition binds (functions, classes, ``NAME = ...``); [] for other
-    statements, which run on import whatever is used."""
+    """The names a top-level definition binds (functions, classes, imports, ``NAME = ...``); [] for
+    other statements, which run on import whatever is used."""
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [stmt.name]
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)) and not any(a.name == "*" for a in stmt.names):
+        return [(a.asname or a.name).split(".")[0] for a in stmt.names]
     targets = stmt.targets if isinstance(stmt, ast.Assign) else \
         [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
     if targets and all(isinstance(t, ast.Name) for t in targets):
@@ -606,34 +611,47 @@ def used_definitions(sources: list[str], root: str | Path = ROOT) -> dict[Path, 
     Returns:
         ``{module path: semantic text of its reached parts}``.
     """
-    modules = {path: _parse(path.read_text()) for path in library_closure(sources, root)}
-    always, definitions = {}, {}
-    for path, tree in modules.items():
-        always[path] = []
-        for stmt in tree.body:
-            names = _defined_names(stmt)
-            if names:
-                for name in names:
-                    definitions.setdefault(name, []).append((path, stmt))
-            else:
-                always[path].append(stmt)
+    modules = {path: _module_parts(path.read_text()) for path in library_closure(sources, root)}
+    definitions = {}
     todo = set().union(*(_identifiers(_parse(s)) for s in sources))
-    for stmts in always.values():
-        for stmt in stmts:
-            todo |= _identifiers(stmt)
-    reached, done = set(), set()
+    for path, (always, defined, identifiers) in modules.items():
+        for name, indices in defined.items():
+            definitions.setdefault(name, []).extend((path, i) for i in indices)
+        for i in always:
+            todo |= identifiers[i]
+    reached, done = {path: set(parts[0]) for path, parts in modules.items()}, set()
     while todo:
         name = todo.pop()
         done.add(name)
-        for path, stmt in definitions.get(name, []):
-            if id(stmt) not in reached:
-                reached.add(id(stmt))
-                todo |= _identifiers(stmt) - done
-    out = {}
-    for path, tree in modules.items():
-        kept = [stmt for stmt in tree.body if id(stmt) in reached or stmt in always[path]]
-        out[path] = _semantic(ast.unparse(ast.Module(body=kept, type_ignores=[])))
-    return out
+        for path, i in definitions.get(name, []):
+            if i not in reached[path]:
+                reached[path].add(i)
+                todo |= modules[path][2][i] - done
+    return {path: _kept_semantic(path.read_text(), frozenset(reached[path])) for path in modules}
+
+
+@functools.lru_cache(maxsize=None)
+def _module_parts(text: str) -> tuple:
+    """A module's top-level statements, by index: those that run on import whatever is used, the
+    definitions by the names they bind (imports of other packages are left out: the pins cover them),
+    and each statement's :func:`_identifiers`."""
+    body = _parse(text).body
+    always, defined = [], {}
+    for i, stmt in enumerate(body):
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)) and not _library_imports(ast.unparse(stmt)):
+            continue                    # another package's names: its version is a pin of requirements.txt
+        names = _defined_names(stmt)
+        for name in names:
+            defined.setdefault(name, []).append(i)
+        if not names:
+            always.append(i)
+    return tuple(always), defined, tuple(frozenset(_identifiers(stmt)) for stmt in body)
+
+
+@functools.lru_cache(maxsize=None)
+def _kept_semantic(text: str, kept: frozenset) -> str:
+    body = _parse(text).body
+    return _semantic(ast.unparse(ast.Module(body=[body[i] for i in sorted(kept)], type_ignores=[])))
 
 
 EVIDENCE_KINDS = ("reference", "grading")
@@ -647,8 +665,9 @@ def evidence_inputs(assignment: str, kind: str, root: str | Path = ROOT) -> dict
     files by their bytes), the ``dgmcourse`` modules its code imports, transitively (by AST, docstrings
     dropped), the package's data files (``dgmcourse/weights/``) and the pins of ``requirements.txt``.
     ``kind="grading"`` (variants graded through the sandbox) adds the fixtures
-    ``tests/assessment/<assignment>.py``, every module of ``dgmcourse/grading/``, ``dgmcourse/assessment.py``
-    and ``nbgrader_config.py``.
+    ``tests/assessment/<assignment>.py``, every module of ``dgmcourse/grading/``, ``nbgrader_config.py``
+    and the parts of ``dgmcourse/assessment.py`` that build and grade the variants
+    (:data:`GRADING_ENTRY_POINTS`).
 
     Returns:
         ``{path relative to root: digest}``, sorted by path.
@@ -664,23 +683,28 @@ def evidence_inputs(assignment: str, kind: str, root: str | Path = ROOT) -> dict
     files = [p for p in sorted(folder.rglob("*"))
              if p.is_file() and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts]
     if kind == "grading":
-        files += sorted({root / "tests" / "assessment" / f"{assignment}.py", root / "dgmcourse" / "assessment.py",
-                         root / "nbgrader_config.py", *(root / "dgmcourse" / "grading").glob("*.py")})
-    return code_inputs(files, root)
+        files += sorted({root / "tests" / "assessment" / f"{assignment}.py", root / "nbgrader_config.py",
+                         *(root / "dgmcourse" / "grading").glob("*.py")})
+    return code_inputs(files, root, GRADING_ENTRY_POINTS if kind == "grading" else ())
 
 
-def code_inputs(files: list[Path], root: str | Path = ROOT) -> dict[str, str]:
+# What builds and grades the variants (the rest of this module, its digests and checks, changes no outcome).
+GRADING_ENTRY_POINTS = ("from dgmcourse.assessment import grade_variants, judge, reference_run, autograde_plain",)
+
+
+def code_inputs(files: list[Path], root: str | Path = ROOT, code: tuple[str, ...] = ()) -> dict[str, str]:
     """The digests of :func:`evidence_inputs` for any files: each file by its meaning (notebooks: code
     cells' ASTs and nbgrader metadata; Python: AST without docstrings; others: bytes; a missing file:
     "missing"), the ``dgmcourse`` definitions their code reaches (:func:`used_definitions`), the package
-    data files that reached code names, and the pins of ``requirements.txt``.
+    data files that reached code names, and the pins of ``requirements.txt``. ``code``: more sources
+    whose reach counts (e.g. an import of the functions that use the files).
 
     Returns:
         ``{path relative to root: sha256 (16 hex)}``, sorted by path.
     """
     root = Path(root)
     meaning: dict[Path, str | bytes] = {}
-    code = []
+    code = list(code)
     for path in files:
         if not path.is_file():
             meaning[path] = "missing"
@@ -706,6 +730,15 @@ def code_inputs(files: list[Path], root: str | Path = ROOT) -> dict[str, str]:
         return hashlib.sha256(value if isinstance(value, bytes) else value.encode()).hexdigest()[:16]
 
     return {str(p.relative_to(root)): sha(v) for p, v in sorted(meaning.items())}
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (16 hex) of one file's meaning as :func:`code_inputs` reads it (notebooks: code cells' ASTs and
+    nbgrader metadata; Python: AST without docstrings; others: bytes), without the library code it reaches."""
+    path = Path(path)
+    meaning = _notebook_semantic(path) if path.suffix == ".ipynb" else \
+        _semantic(path.read_text()) if path.suffix == ".py" else path.read_bytes()
+    return hashlib.sha256(meaning if isinstance(meaning, bytes) else meaning.encode()).hexdigest()[:16]
 
 
 def lecture_cache(smoke: bool, root: str | Path = ROOT) -> Path:

@@ -61,6 +61,16 @@ def test_grading_evidence(name, record_property):
     assert not problems, f"{line}\n" + "\n".join(problems)
 
 
+def test_each_assignments_evidence_depends_on_its_own_files_only():
+    """Changing one assignment's solution or fixtures re-measures that assignment's evidence and only that."""
+    for name in ASSIGNMENTS:
+        inputs = assessment.evidence_inputs(name, "grading")
+        own = [k for k in inputs if k.startswith(("solutions/", "tests/assessment/"))]
+        assert sorted(own) == [f"solutions/{name}/{name}.ipynb", f"tests/assessment/{name}.py"], own
+        assert "dgmcourse/grading/runner.py" in inputs and "nbgrader_config.py" in inputs
+        assert set(assessment.evidence_inputs(name, "reference")) < set(inputs)
+
+
 # Assignments whose 20-seed reference runs were measured (2026-11-26/27) before the runs carried a digest, on
 # library code that has changed since: each is re-measured with the command its line names. The check fails for
 # any other stale assignment, and for a listed one that is current again, so this set only shrinks.

@@ -293,7 +293,8 @@ def _graded(tmp_path_factory, route):
     the submissions changed and nothing reached the network.
     """
     inputs = {**assessment.evidence_inputs(REAL, "grading"),
-              **assessment.code_inputs([Path(__file__), Path(__file__).with_name("test_grading_support.py")])}
+              **{f"tests/{path.name}": assessment.file_digest(path)
+                 for path in (Path(__file__), Path(__file__).with_name("test_grading_support.py"))}}
     digest = assessment.evidence_digest(inputs)
     store = json.loads(EVIDENCE.read_text()) if EVIDENCE.is_file() else {}
     stored = store.get(route)
