@@ -176,6 +176,9 @@ def test_the_installed_environment_is_the_lock():
     if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
         pytest.skip("not running in the checkout's .venv (make test installs it from requirements.lock)")
     locked = {(name, version) for name, version, _, _ in _lock_entries()}
-    installed = {(_normalise(d.metadata["Name"]), d.version) for d in distributions()}
+    # the venv's site-packages only: once a test has imported setuptools, sys.path also holds its _vendor folder
+    import sysconfig
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {(_normalise(d.metadata["Name"]), d.version) for d in distributions(path=site)}
     extra = {(name, version) for name, version in installed - locked if name not in ("pip", "dgmcourse")}
     assert extra == set(), "installed but not locked at this version"
