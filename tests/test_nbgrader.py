@@ -80,3 +80,71 @@ def test_release_has_no_solutions_or_hidden_tests(name):
                 for line in block.splitlines():
                     if len(line.strip()) > 25:  # distinctive solution lines, not `return x`
                         assert line not in release_sources, f"solution line leaked: {line!r}"
+
+
+# --- test descriptions name the hidden tests (no kernel: the notebooks are read with nbformat) ----------------------
+HIDDEN_TESTS_NAMED = re.compile(r"\bhidden\s+(tests?|checks?)\b", re.I)
+TESTS_NAMED = re.compile(r"\btests?\b", re.I)
+SECTION_HEADING = re.compile(r"\s*##")   # a section: level 2 or deeper; the level-1 title opens the introduction
+
+
+def undescribed_hidden_tests(nb) -> list[str]:
+    """Where a notebook's text hides that hidden tests exist: the rule the assignments' test descriptions keep.
+
+    The first markdown cell (the introduction) must name hidden tests ("hidden test(s)" or "hidden check(s)"). A graded
+    test cell with a ``### BEGIN HIDDEN TESTS`` block belongs to the section that the last markdown cell opening with
+    a heading of level 2 or deeper starts; where that section's markdown, up to the test cell, speaks of tests ("test"
+    or "tests" as a word), it must also name hidden tests, so that a description of what the tests check cannot pass
+    a hidden check off as a visible one. A section that does not speak of tests falls back on the introduction.
+
+    Returns:
+        One line per offence: ``"introduction"`` or the ``grade_id`` of the test cell; empty when the rule holds.
+    """
+    markdown = [cell.source for cell in nb.cells if cell.cell_type == "markdown"]
+    offences = [] if markdown and HIDDEN_TESTS_NAMED.search(markdown[0]) else ["introduction"]
+    section: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            section = [cell.source] if SECTION_HEADING.match(cell.source) else section + [cell.source]
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and "### BEGIN HIDDEN TESTS" in cell.source:
+            text = "\n".join(section)
+            if TESTS_NAMED.search(text) and not HIDDEN_TESTS_NAMED.search(text):
+                offences.append(meta.get("grade_id", "?"))
+    return offences
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_descriptions_name_hidden_tests(name):
+    for source in (ROOT / "solutions" / name).glob("*.ipynb"):
+        offences = undescribed_hidden_tests(nbformat.read(source, as_version=4))
+        assert not offences, f"{source.name}: say which checks are visible and that hidden tests check more " \
+                             f"(the introduction, resp. the markdown before these test cells): {offences}"
+
+
+def test_descriptions_name_hidden_tests_rule_catches_a_toy_notebook():
+    new_markdown_cell, new_code_cell = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+
+    def graded(source, grade_id):
+        cell = new_code_cell(source)
+        cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "task": False,
+                                     "points": 1, "grade_id": grade_id, "schema_version": 3}
+        return cell
+
+    def toy(intro, description):
+        return nbformat.v4.new_notebook(cells=[
+            new_markdown_cell(f"# A toy assignment\n\n{intro}"),
+            new_markdown_cell(f"## 1. A function (1 point)\n\nWrite `f`. {description}"),
+            new_code_cell("def f(x):\n    return 2 * x"),
+            graded("assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(3) == 6\n### END HIDDEN TESTS", "test_f"),
+            graded("assert f(0) == 0", "test_f_visible_only"),
+            new_markdown_cell("## 2. Written answers\n\nThe tests cannot grade these."),
+        ])
+
+    intro = "Cells with `assert`s are tests: the visible ones help you; hidden tests are added when grading."
+    assert undescribed_hidden_tests(toy(intro, "The test checks f(1) and f(3).")) == ["test_f"]
+    assert undescribed_hidden_tests(toy(intro, "The visible test checks f(1); a hidden\ntest checks f(3).")) == []
+    assert undescribed_hidden_tests(toy(intro, "It doubles its argument.")) == []       # the introduction covers it
+    assert undescribed_hidden_tests(toy("Replace every `raise`.", "It doubles its argument.")) == ["introduction"]
+    assert undescribed_hidden_tests(toy(intro, "Hidden layers: none. The test checks f(1).")) == ["test_f"]
