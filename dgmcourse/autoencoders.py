@@ -14,6 +14,8 @@ models", Deep Learning lecture, University of Amsterdam, 2017; Goodfellow, Bengi
 * :func:`contractive_penalty` -- ``||J_f(x)||_F^2``, the squared Frobenius norm of the encoder
   Jacobian (Rifai et al. 2011, Eq. 3), computed exactly with ``torch.func``.
 * :func:`train_autoencoder` -- minimise ``L(x, g(f(x~))) + lambda ||J_f(x)||_F^2``.
+* :func:`denoising_chain` -- sample a denoising auto-encoder with the Markov chain that alternates
+  corruption and denoising (Bengio, Yao, Alain & Vincent 2013).
 
 Reconstruction losses are squared errors summed over pixels, averaged over examples.
 """
@@ -296,3 +298,59 @@ def train_autoencoder(model: Autoencoder, x_train: torch.Tensor, x_test: torch.T
             history["test_recon"].append(reconstruction_error(model, x_test))
     model.eval()
     return history
+
+
+def denoising_chain(denoiser, x0: torch.Tensor, steps: int, kind: str = "gaussian", level: float = 0.3,
+                    sample_std: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run the Markov chain of a denoising auto-encoder: corrupt, then denoise, ``steps`` times.
+
+    Bengio, Yao, Alain & Vincent, "Generalized Denoising Auto-Encoders as Generative Models",
+    NIPS 2013 (the sampling chain and its Theorem 1): starting from ``x_0``,
+
+        ``x~_t ~ C(x~ | x_t)``,   ``x_{t+1} ~ P_theta(x | x~_t) = N(r(x~_t), sample_std^2 I)``,
+
+    where ``C`` is :func:`corrupt` with ``kind`` and ``level`` (use the corruption the auto-encoder
+    was trained with) and ``r`` is the denoiser. A squared-error reconstruction is the log-likelihood
+    of a Gaussian ``P_theta(x|x~)`` with mean ``r(x~)``; ``sample_std = 0`` keeps only its mean (the
+    deterministic chain ``x_{t+1} = r(x~_t)``). If ``P_theta(x|x~)`` is a consistent estimator of the
+    true ``P(x|x~)`` and the chain is ergodic, its stationary distribution tends to the data
+    distribution. Worked case: data ``N(mu, tau^2)``, Gaussian corruption ``level = s`` and the exact
+    posterior (``r(x~) = mu + k (x~ - mu)``, ``sample_std^2 = k s^2``, ``k = tau^2 / (tau^2 + s^2)``)
+    give the stationary law ``N(mu, tau^2)``; with ``sample_std = 0`` its variance shrinks to
+    ``tau^2 k / (1 + k)``. From a fixed ``x_0`` the chain's mean is ``mu + k^t (x_0 - mu)`` and its
+    variance ``v_inf (1 - k^(2t))`` after ``t`` steps, ``v_inf`` the stationary variance.
+
+    Args:
+        denoiser: callable ``(B, *x_shape) -> (B, *x_shape)``, e.g. a trained :class:`Autoencoder`
+            (called under ``torch.no_grad``; put it in eval mode yourself).
+        x0: starting states ``(B, *x_shape)`` (B chains), on the denoiser's device.
+        steps: number of transitions, ``>= 0``.
+        kind, level: the corruption process, as in :func:`corrupt`.
+        sample_std: standard deviation (pixel units) of the Gaussian ``P_theta(x|x~)``, ``>= 0``.
+        generator: optional ``torch.Generator`` on ``x0``'s device, for a reproducible chain.
+
+    Returns:
+        ``(steps + 1, B, *x_shape)`` tensor of the states ``x_0, ..., x_steps`` (``x_0`` is a copy of
+        ``x0``), on ``x0``'s device and in its dtype.
+
+    Raises:
+        ValueError: ``x0`` without a batch dimension, negative or non-integer ``steps``, negative
+        ``sample_std``, or an unknown ``kind`` / ``level`` out of range (from :func:`corrupt`).
+    """
+    x0 = torch.as_tensor(x0)
+    if x0.ndim < 2:
+        raise ValueError(f"x0 must have shape (B, *x_shape), got {tuple(x0.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if not sample_std >= 0:
+        raise ValueError(f"sample_std must be >= 0, got {sample_std!r}")
+    corrupt(x0[:1], kind, level)  # validates kind and level before any work
+    states = [x0.detach().clone()]
+    x = states[0]
+    with torch.no_grad():
+        for _ in range(steps):
+            x = denoiser(corrupt(x, kind, level, generator=generator)).to(x0.dtype)
+            if sample_std > 0:
+                x = x + sample_std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            states.append(x)
+    return torch.stack(states)

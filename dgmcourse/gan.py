@@ -12,9 +12,12 @@ computed from logits with ``softplus`` (``-log σ(l) = softplus(-l)``,
 Contents
 * Losses: :func:`discriminator_loss`, :func:`generator_loss`, :func:`wasserstein_critic_loss`,
   :func:`wasserstein_generator_loss`, :func:`gradient_penalty`, :func:`r1_penalty`, :func:`clip_weights`,
-  :func:`feature_matching_loss`, :class:`HistoricalAverage`, :func:`pack`.
+  :func:`feature_matching_loss`, :class:`HistoricalAverage`, :func:`pack`,
+  :class:`MinibatchDiscrimination` (Salimans et al. 2016, §3.2), :func:`packed_total_variation` (PacGAN's
+  argument, Lin et al. 2018).
 * Theory on densities tabulated on a uniform 1-D grid: :func:`optimal_discriminator`,
-  :func:`gan_value` (JSD and KL on grids live in :mod:`dgmcourse.divergences`).
+  :func:`gan_value` (JSD and KL on grids live in :mod:`dgmcourse.divergences`); on a discrete space,
+  :func:`function_space_generator_step` (Algorithm 1 in function space, Proposition 2).
 * Toy data (PacGAN's conventions, Lin et al. 2018 §5): :func:`ring_of_gaussians`,
   :func:`grid_of_gaussians`, :func:`mode_coverage`, :func:`mode_reverse_kl`.
 * Models and loops: :class:`VirtualBatchNorm1d` (virtual batch normalisation), :class:`ToyGenerator`,
@@ -25,6 +28,7 @@ Contents
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from scipy.special import xlogy
+from scipy.special import gammaln, xlogy
 from tqdm.auto import tqdm
 
 from .device import get_device
@@ -315,6 +319,149 @@ def pack(x: torch.Tensor, m: int) -> torch.Tensor:
     return x.reshape(x.shape[0] // m, -1)
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination layer (Salimans et al. 2016, "Improved Techniques for Training GANs", §3.2).
+
+    A discriminator that scores one sample at a time cannot see that all samples of a batch are the
+    same. This layer gives every sample features measuring how close it is to the other samples of its
+    minibatch. With the features :math:`f(x_i) \\in \\mathbb{R}^A` of an intermediate layer and a
+    learnable tensor :math:`T \\in \\mathbb{R}^{A \\times B_k \\times C}` (``B_k`` = ``n_kernels``,
+    ``C`` = ``kernel_dim``), the paper computes
+
+    .. math:: M_i = f(x_i)\\,T \\in \\mathbb{R}^{B_k \\times C},\\qquad
+              c_b(x_i, x_j) = \\exp\\big(-\\|M_{i,b} - M_{j,b}\\|_{L_1}\\big),\\qquad
+              o(x_i)_b = \\sum_{j=1}^{n} c_b(x_i, x_j),
+
+    the sum running over the whole minibatch of ``n`` samples, :math:`j = i` included (so
+    :math:`1 \\le o(x_i)_b \\le n`), and returns :math:`[f(x_i), o(x_i)]`, to be fed to the next layer
+    of the discriminator. A batch of identical samples gives :math:`o = n` exactly; samples far apart (in
+    the projections :math:`M`) give :math:`o \\approx 1`. As in the paper, real and generated samples
+    are passed in separate minibatches, so :math:`o` compares each sample with its own kind.
+
+    Cost: ``n * n * n_kernels * kernel_dim`` operations per call (pairwise L1 distances by
+    ``torch.cdist``), memory ``n * n * n_kernels``.
+
+    Args:
+        in_features: A, the number of input features (integer >= 1).
+        n_kernels: B_k, the number of similarity features added (integer >= 1).
+        kernel_dim: C, the size of each projection (integer >= 1).
+        init_std: the entries of ``T`` start from :math:`N(0, \\text{init\\_std}^2)`; default
+            :math:`1/\\sqrt{A}` (a linear layer's scale). It sets what counts as "close": pairs whose
+            projections differ by much more than 1 in L1 contribute :math:`\\approx 0`.
+        generator: optional ``torch.Generator`` for the initial ``T`` (default: torch's global stream).
+
+    Attributes:
+        T: ``nn.Parameter`` of shape ``(in_features, n_kernels, kernel_dim)``.
+
+    Shapes:
+        ``forward(x)``: ``x`` ``(n, A)`` -> ``(n, A + B_k)``; :meth:`similarity` returns
+        :math:`o` alone, ``(n, B_k)``.
+
+    Raises:
+        ValueError: ``in_features``, ``n_kernels`` or ``kernel_dim`` not an integer >= 1, or ``init_std``
+            not positive (on construction); ``x`` not a floating-point ``(n, in_features)`` tensor with
+            n >= 1 (on a call).
+    """
+
+    def __init__(self, in_features: int, n_kernels: int, kernel_dim: int, init_std: float | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("n_kernels", n_kernels), ("kernel_dim", kernel_dim)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if init_std is None:
+            init_std = 1.0 / math.sqrt(in_features)
+        if not (isinstance(init_std, (int, float)) and math.isfinite(init_std) and init_std > 0):
+            raise ValueError(f"init_std must be a positive number, got {init_std!r}")
+        self.in_features, self.n_kernels, self.kernel_dim = int(in_features), int(n_kernels), int(kernel_dim)
+        self.T = nn.Parameter(init_std * torch.randn(self.in_features, self.n_kernels, self.kernel_dim,
+                                                     generator=generator))
+
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`o(x_i)_b = \\sum_j \\exp(-\\|M_{i,b} - M_{j,b}\\|_{L_1})`, ``(n, n_kernels)``, each in [1, n].
+
+        Raises:
+            ValueError: ``x`` not a floating-point ``(n, in_features)`` tensor with n >= 1.
+        """
+        if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() != 2 or x.shape[1] != self.in_features \
+                or x.shape[0] < 1:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x must be a floating-point tensor (n, {self.in_features}) with n >= 1, got {shape}")
+        M = torch.einsum("ia,abc->bic", x, self.T.to(x.dtype))   # (B_k, n, C): M_{i,b} for every kernel b
+        l1 = torch.cdist(M, M, p=1)                              # (B_k, n, n): ||M_{i,b} - M_{j,b}||_1
+        return torch.exp(-l1).sum(2).T                           # (n, B_k): the sum over j, j = i included
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[f(x_i), o(x_i)]`` for the minibatch ``x`` ``(n, in_features)``: ``(n, in_features + n_kernels)``.
+
+        Raises:
+            ValueError: as :meth:`similarity`.
+        """
+        return torch.cat([x, self.similarity(x)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, n_kernels={self.n_kernels}, kernel_dim={self.kernel_dim}"
+
+
+def _distribution(name: str, p) -> np.ndarray:
+    arr = np.asarray(p.detach().cpu().numpy() if torch.is_tensor(p) else p, dtype=np.float64)
+    if arr.ndim != 1 or arr.size < 1 or not np.all(np.isfinite(arr)) or np.any(arr < 0) \
+            or abs(arr.sum() - 1.0) > 1e-9:
+        raise ValueError(f"{name} must be a 1-D array of K >= 1 non-negative probabilities summing to 1 "
+                         f"(within 1e-9), got {arr if arr.size <= 10 else f'shape {arr.shape}'}")
+    return arr
+
+
+def packed_total_variation(p, q, m: int) -> float:
+    """Exact total variation between the packed distributions :math:`p^{\\otimes m}` and
+    :math:`q^{\\otimes m}` of two discrete distributions (Lin, Khetan, Fanti & Oh 2018, "PacGAN: The power
+    of two samples in generative adversarial networks", the analysis of packing in total variation).
+
+    A PacGAN discriminator sees packs of ``m`` independent samples, all from the data or all from the
+    generator, so it separates the product distributions, whose distance is
+
+    .. math:: d_{TV}(p^{\\otimes m}, q^{\\otimes m}) = \\frac12 \\sum_{x \\in [K]^m}
+              \\Big|\\prod_{t=1}^m p_{x_t} - \\prod_{t=1}^m q_{x_t}\\Big|
+              = \\frac12 \\sum_{n_1 + \\dots + n_K = m} \\binom{m}{n_1, \\dots, n_K}
+              \\Big|\\prod_k p_k^{n_k} - \\prod_k q_k^{n_k}\\Big| .
+
+    A pack's probability depends only on how often each outcome occurs in it, so the sum runs over the
+    :math:`\\binom{m+K-1}{K-1}` count vectors :math:`(n_1, \\dots, n_K)` rather than the :math:`K^m`
+    packs. Known answers: ``m = 1`` gives :math:`\\frac12\\sum_k |p_k - q_k|`; when ``q`` drops an
+    outcome set of ``p``-mass :math:`\\varepsilon` and rescales the rest, the result is
+    :math:`1 - (1-\\varepsilon)^m` exactly (the packs that hit the dropped set); always
+    :math:`d_{TV}(p, q) \\le d_{TV}(p^{\\otimes m}, q^{\\otimes m}) \\le \\min(1, m\\, d_{TV}(p, q))`.
+
+    Args:
+        p, q: probabilities of K outcomes, ``(K,)`` arrays (or lists, tensors), non-negative, each summing
+            to 1 within 1e-9.
+        m: the packing degree, integer >= 1.
+
+    Returns:
+        float in [0, 1] (total variation has no unit).
+
+    Raises:
+        ValueError: ``p`` or ``q`` not a valid distribution, different K; ``m`` not an integer >= 1; more
+            than 10**6 count vectors (K and m too large to enumerate).
+    """
+    p, q = _distribution("p", p), _distribution("q", q)
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same number of outcomes K, got {p.size} and {q.size}")
+    if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"m must be an integer >= 1, got {m!r}")
+    k = p.size
+    if math.comb(m + k - 1, k - 1) > 10**6:
+        raise ValueError(f"m={m} with K={k} outcomes gives {math.comb(m + k - 1, k - 1)} count vectors; "
+                         "at most 10**6 are enumerated")
+    packs = np.array(list(itertools.combinations_with_replacement(range(k), m)))       # one pack per count vector
+    counts = np.zeros((len(packs), k))                                                # (N, K): n_1..n_K
+    np.add.at(counts, (np.arange(len(packs))[:, None], packs), 1)
+    log_coef = math.lgamma(m + 1) - gammaln(counts + 1).sum(1)                        # log multinomial coefficient
+    prob_p = np.exp(log_coef + xlogy(counts, p).sum(1))                               # 0 log 0 = 0
+    prob_q = np.exp(log_coef + xlogy(counts, q).sum(1))
+    return float(min(1.0, 0.5 * np.abs(prob_p - prob_q).sum()))
+
+
 # ------------------------------------------------------------------- theory on a 1-D grid
 def _as_array(name: str, a) -> np.ndarray:
     arr = np.asarray(a.detach().cpu().numpy() if torch.is_tensor(a) else a, dtype=np.float64)
@@ -415,6 +562,66 @@ def gan_value(D, p_data, p_g, dx: float, tol: float = DENSITY_TOL) -> float:
         raise ValueError("D must hold probabilities in [0, 1]")
     with np.errstate(divide="ignore"):
         return float(np.sum(xlogy(p_data, D) + xlogy(p_g, 1.0 - D)) * dx)
+
+
+def function_space_generator_step(p_data, p_g, lr: float) -> np.ndarray:
+    """One update of the model distribution *itself* towards the data, with the discriminator at its
+    optimum: the function-space Algorithm 1 of Goodfellow et al. 2014, Proposition 2, on a discrete space.
+
+    For a fixed D, :math:`V(G, D) = \\sum_k \\pi_k \\log D_k + \\sum_k p_k \\log(1 - D_k)` is linear
+    (hence convex) in the model masses :math:`p`, with gradient :math:`\\log(1 - D_k)`. The criterion
+    :math:`C(p) = \\sup_D V(G, D) = V(G, D^*_G) = 2\\,\\mathrm{JSD}(\\pi \\| p) - \\log 4` is a supremum of
+    convex functions, hence convex, and its (sub)gradient at :math:`p` is the gradient of
+    :math:`V(G, \\cdot)` at the maximiser :math:`D^*_G = \\pi / (\\pi + p)` (Goodfellow et al. 2014, proof of
+    Proposition 2):
+
+    .. math:: g_k = \\log\\big(1 - D^*_G(k)\\big) = \\log \\frac{p_k}{\\pi_k + p_k} .
+
+    The step is exponentiated gradient descent (mirror descent on the simplex with the entropy; Kivinen &
+    Warmuth 1997, "Exponentiated Gradient versus Gradient Descent for Linear Predictors"), which keeps
+    :math:`p` a distribution:
+
+    .. math:: p_k \\leftarrow \\frac{p_k\\, e^{-\\eta g_k}}{\\sum_j p_j\\, e^{-\\eta g_j}}
+              = \\frac{p_k^{1-\\eta} (\\pi_k + p_k)^{\\eta}}{\\sum_j p_j^{1-\\eta} (\\pi_j + p_j)^{\\eta}} .
+
+    Known answers: ``lr = 1`` gives :math:`(\\pi + p)/2` exactly, so :math:`\\mathrm{JSD}(\\pi \\| p)` at
+    least halves per step (JSD is convex in its second argument). ``C`` is 1-smooth relative to the
+    entropy (its Hessian :math:`\\pi_k / (p_k(\\pi_k + p_k))` is at most :math:`1/p_k`), so for
+    :math:`0 < \\eta \\le 1` the steps decrease C monotonically and after t steps
+    :math:`2\\,\\mathrm{JSD}(\\pi \\| p_t) \\le KL(\\pi \\| p_0) / (\\eta t)` (Lu, Freund & Nesterov 2018,
+    "Relatively smooth convex optimization by first-order methods, and applications": the O(1/t) rate of
+    their primal gradient scheme).
+
+    Args:
+        p_data: data masses :math:`\\pi`, ``(K,)`` (array, list or tensor), K >= 2, non-negative, summing
+            to 1 within 1e-6.
+        p_g: model masses :math:`p`, ``(K,)``, strictly positive (a multiplicative step never leaves
+            ``p_g``'s support), summing to 1 within 1e-6.
+        lr: step size :math:`\\eta > 0` (unitless; :math:`\\eta \\le 1` for the guarantees above).
+
+    Returns:
+        the updated masses, ``(K,)`` float64, positive, summing to 1.
+
+    Raises:
+        ValueError: ``p_data`` or ``p_g`` not 1-D finite arrays of at least 2 masses, of different shapes,
+            negative, not summing to 1, or ``p_g`` with a zero; ``lr`` not a positive finite number.
+    """
+    p_data, p_g = _as_array("p_data", p_data), _as_array("p_g", p_g)
+    if p_data.shape != p_g.shape:
+        raise ValueError(f"p_data and p_g must have the same shape, got {p_data.shape} and {p_g.shape}")
+    if np.any(p_data < 0):
+        raise ValueError("p_data must be non-negative masses")
+    if np.any(p_g <= 0):
+        raise ValueError("p_g must be strictly positive masses (the multiplicative step keeps zeros at zero)")
+    for name, p in (("p_data", p_data), ("p_g", p_g)):
+        if abs(p.sum() - 1.0) > 1e-6:
+            raise ValueError(f"{name} must sum to 1 within 1e-6, got {p.sum():.9g}")
+    if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite step size, got {lr!r}")
+    grad = np.log(p_g) - np.log(p_data + p_g)          # log(1 - D*), D* = pi / (pi + p), without rounding D*
+    log_new = np.log(p_g) - lr * grad
+    new = np.exp(log_new - log_new.max())
+    return new / new.sum()
 
 
 # ------------------------------------------------------------------------------ toy data
@@ -540,7 +747,7 @@ def mode_reverse_kl(samples, means, sigma: float) -> float:
 
 # ------------------------------------------------------------------------- toy models
 class VirtualBatchNorm1d(nn.Module):
-    """Virtual batch normalisation of features ``(B, num_features)`` (Salimans et al. 2016, §3.4).
+    """Virtual batch normalisation of features ``(B, num_features)`` (Salimans et al. 2016, §3.5).
 
     Batch norm normalises each sample with the statistics of its minibatch, so one sample's output
     depends on the others. Virtual batch norm fixes a **reference batch** once; each sample
@@ -639,7 +846,7 @@ class ToyGenerator(nn.Module):
     Defaults are PacGAN's toy generator: 4 hidden layers of 400 units, z_dim 2, linear output.
 
     ``batch_norm``: ``True`` puts ``nn.BatchNorm1d`` after each hidden linear layer, ``False`` none,
-    ``"virtual"`` a :class:`VirtualBatchNorm1d` (Salimans et al. 2016, §3.4) whose reference batch is
+    ``"virtual"`` a :class:`VirtualBatchNorm1d` (Salimans et al. 2016, §3.5) whose reference batch is
     ``reference_size`` noise vectors drawn once, at construction, from torch's global random stream
     (after the layers are initialised, so the linear layers equal those of ``batch_norm=False`` for the
     same seed) and kept as the buffer ``reference_z``; every forward pass first propagates it.

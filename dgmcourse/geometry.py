@@ -376,6 +376,111 @@ def geodesic_distance_matrix(decoder, z: torch.Tensor, n_points: int = 16, steps
     return dist
 
 
+def geodesic_energy_trace(decoder, z0: torch.Tensor, z1: torch.Tensor, n_points: int = 20, steps: int = 200,
+                          method: str = "lbfgs", lr: float | None = None,
+                          init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`geodesic`'s energy minimisation, returning the curve energy at every evaluation: how the solver
+    converges. Ramirez, Gallego & Puerta (poster) list the difficulties of geodesic interpolation as
+    "convergence issues", "the jacobian is ill-conditioned" (after Arvanitidis, Hauberg, Hennig & Schober, "Fast
+    and Robust Shortest Paths on Manifolds Learned from Data", AISTATS 2019) and "the jacobian is not well defined
+    away from data" (Arvanitidis, Hansen & Hauberg 2018, whose geodesics minimise the discrete curve energy).
+
+    * ``method="lbfgs"``: exactly :func:`geodesic`'s solver (L-BFGS, strong Wolfe line search, ``lr``
+      default 1.0, at most ``steps`` iterations); without ``init`` the returned curve equals :func:`geodesic`'s
+      for the same arguments. The trace holds the energy at *every* evaluation of the solver, the line-search
+      trials included (at most ``steps * 5 // 4`` of them, PyTorch's default evaluation budget), so it need not
+      decrease monotonically; its running minimum is the solver's progress.
+    * ``method="gd"``: plain gradient descent ``c_k <- c_k - lr * dE/dc_k`` on the interior points with a fixed
+      step ``lr`` (required), ``steps`` iterations. Near a minimum the energy is close to a quadratic whose
+      Hessian in ``c_k`` is about ``2 T`` times a discrete Laplacian times ``G(c_k)``: the largest stable step
+      scales like ``1 / (T s_max^2)`` and the slowest direction converges at a rate set by ``s_min^2``, so the
+      iterations needed grow with ``kappa(J)^2`` along the curve (the condition number of the Hessian; Nocedal &
+      Wright, *Numerical Optimization*, 2006, sec. 3.3). For the identity decoder, a perturbation
+      ``sin(pi m k / T)`` of the straight line is multiplied by ``1 - 2 T lr (2 - 2 cos(pi m / T))`` per step
+      (``T = n_points - 1``, ``k = 0 .. T``).
+
+    Args:
+        decoder: differentiable ``(B, d) -> (B, ...)``.
+        z0, z1: ``(d,)`` endpoints.
+        n_points: points of the curve including endpoints (>= 2).
+        steps: L-BFGS iterations (the search budget) or gradient-descent steps (>= 0).
+        method: ``"lbfgs"`` or ``"gd"``.
+        lr: L-BFGS initial step (default 1.0) or the gradient-descent step (required, > 0), in squared latent
+            units per unit of energy.
+        init: optional ``(n_points, d)`` starting curve with ``init[0] == z0`` and ``init[-1] == z1``;
+            default the straight line.
+
+    Returns:
+        ``(curve, energies)``: the final ``(n_points, d)`` curve (detached, endpoints ``z0``, ``z1``) and a
+        float64 ``(n_evals,)`` tensor of curve energies (squared image-space units, :func:`curve_energy`);
+        ``energies[0]`` is the energy of the starting curve. For ``"gd"`` ``n_evals = steps + 1`` (the energy
+        before each step and after the last) unless the energy becomes non-finite, where the descent stops
+        and that value is the last one.
+
+    Raises:
+        ValueError: as :func:`geodesic`; ``method`` not ``"lbfgs"`` or ``"gd"``; ``lr`` not a finite number
+            > 0 (or ``None`` with ``"gd"``); ``init`` not ``(n_points, d)`` with the endpoints ``z0``, ``z1``.
+    """
+    for name, v in (("z0", z0), ("z1", z1)):
+        if not isinstance(v, torch.Tensor) or v.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D latent point (d,), got {getattr(v, 'shape', type(v))}")
+    _check_z(z0[None], "z0")
+    _check_z(z1[None], "z1", d=z0.shape[0])
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if method not in ("lbfgs", "gd"):
+        raise ValueError(f"method must be 'lbfgs' or 'gd', got {method!r}")
+    if lr is None and method == "gd":
+        raise ValueError("lr (the gradient-descent step) must be given for method='gd'")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf")):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    _check_differentiable(decoder, z0[None])
+    if init is None:
+        line = straight_line(z0, z1, n_points)
+    else:
+        if not isinstance(init, torch.Tensor) or init.shape != (n_points, z0.shape[0]):
+            raise ValueError(f"init must be a ({n_points}, {z0.shape[0]}) curve, got "
+                             f"{tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__}")
+        if not torch.isfinite(init).all() or not (torch.allclose(init[0], z0) and torch.allclose(init[-1], z1)):
+            raise ValueError("init must be finite and run from z0 (init[0]) to z1 (init[-1])")
+        line = torch.cat([z0[None], init[1:-1].to(z0.dtype), z1[None]])
+    start, end = line[:1].detach(), line[-1:].detach()
+    inner = line[1:-1].detach().clone().requires_grad_(True)
+    energies: list[float] = []
+
+    def energy() -> torch.Tensor:
+        return curve_energy(decoder, torch.cat([start, inner, end]))
+
+    with torch.enable_grad():
+        if inner.shape[0] == 0 or steps == 0:
+            energies.append(energy().item())
+        elif method == "lbfgs":
+            opt = torch.optim.LBFGS([inner], lr=1.0 if lr is None else lr, max_iter=steps,
+                                    line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
+                                    history_size=20)
+
+            def closure():
+                opt.zero_grad()
+                value = energy()
+                value.backward()
+                energies.append(value.item())
+                return value
+
+            opt.step(closure)
+        else:
+            for _ in range(steps):
+                value = energy()
+                energies.append(value.item())
+                if not np.isfinite(energies[-1]):
+                    break
+                (grad,) = torch.autograd.grad(value, inner)
+                with torch.no_grad():
+                    inner -= lr * grad
+            else:
+                energies.append(energy().item())
+    return torch.cat([start, inner.detach(), end]), torch.tensor(energies, dtype=torch.float64)
+
+
 # --------------------------------------------------------------------------- variance that grows away from data
 
 
@@ -631,3 +736,50 @@ def train_vae_with_jacobian_penalty(model, x_train: torch.Tensor, weight: float,
     return train_vae(model, x_train, x_test, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                      progress=progress, penalty=mixup_jacobian_penalty(model, n_mix, target, seed),
                      penalty_weight=weight)
+
+
+# --------------------------------------------------------------------------- architecture variants
+
+
+def swap_activations(module: nn.Module, activation, old: type = nn.ReLU) -> nn.Module:
+    """Replace, in place, every submodule of type ``old`` (default ``nn.ReLU``) by a fresh ``activation()``.
+
+    Builds the variants with which Ramirez, Gallego & Puerta (poster) state that their Jacobian findings
+    ("Results do not vary with the size or activation function") hold: the course's builders
+    (:class:`dgmcourse.vae.MLPVAE`, :class:`dgmcourse.autoencoders.Autoencoder`,
+    :class:`dgmcourse.gan.DCGANGenerator`) take a width but hard-code ReLU hidden layers. Other modules
+    (linear and convolution layers, batch norm, an output ``nn.Tanh`` or ``nn.Sigmoid``) are kept, with
+    their parameters. Call it before training (the new activation has no parameters to train unless
+    ``activation()`` has).
+
+    Args:
+        module: the network to change (e.g. a freshly built model).
+        activation: a callable without arguments returning an ``nn.Module``, e.g. ``nn.Tanh`` or
+            ``lambda: nn.ELU(alpha=1.0)``; called once per replaced submodule.
+        old: the ``nn.Module`` subclass to replace.
+
+    Returns:
+        ``module`` itself (changed in place), for chaining.
+
+    Raises:
+        ValueError: if ``module`` is not an ``nn.Module``, ``old`` is not an ``nn.Module`` subclass,
+            ``activation`` cannot be called without arguments or does not return an ``nn.Module``, or
+            ``module`` has no submodule of type ``old`` (nothing to replace).
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not (isinstance(old, type) and issubclass(old, nn.Module)):
+        raise ValueError(f"old must be a torch.nn.Module subclass, got {old!r}")
+    targets = [(parent, name) for parent in module.modules() for name, child in parent.named_children()
+               if isinstance(child, old)]
+    if not targets:
+        raise ValueError(f"module has no {old.__name__} submodule to replace")
+    for parent, name in targets:
+        try:
+            new = activation()
+        except TypeError as err:
+            raise ValueError(f"activation must be callable without arguments, e.g. nn.Tanh: {err}") from err
+        if not isinstance(new, nn.Module):
+            raise ValueError(f"activation() must return a torch.nn.Module, got {type(new).__name__}")
+        setattr(parent, name, new)
+    return module

@@ -106,3 +106,59 @@ def test_denoising_autoencoder_removes_noise():
     with torch.no_grad():
         denoised = model(noisy)
     assert (denoised - x).pow(2).sum(1).mean() < 0.6 * (noisy - x).pow(2).sum(1).mean()
+
+
+def _gaussian_posterior_denoiser(mu, tau, s):
+    """Data N(mu, tau^2), x~ = x + s * eps: P(x|x~) = N(mu + k (x~ - mu), k s^2), k = tau^2 / (tau^2 + s^2)."""
+    k = tau**2 / (tau**2 + s**2)
+    return k, (lambda x_tilde: mu + k * (x_tilde - mu)), math.sqrt(k * s**2)
+
+
+def test_denoising_chain_with_the_exact_posterior_samples_the_data_distribution():
+    """Bengio et al. 2013, Theorem 1 in closed form: the chain's law after t steps is N(m_t, v_t) with
+    m_t = mu + k^t (x_0 - mu) and v_t = v_inf (1 - k^(2t)); v_inf = tau^2 when sampling P(x|x~) and
+    tau^2 k / (1 + k) when keeping only its mean."""
+    mu, tau, s, x_start = 2.0, 0.5, 0.8, -3.0
+    k, denoise, posterior_std = _gaussian_posterior_denoiser(mu, tau, s)
+    x0 = torch.full((200_000, 1), x_start, dtype=torch.float64)
+    for sample_std, v_inf in ((posterior_std, tau**2), (0.0, tau**2 * k / (1 + k))):
+        chain = ae.denoising_chain(denoise, x0, 40, "gaussian", s, sample_std, torch.Generator().manual_seed(0))
+        assert chain.shape == (41, 200_000, 1) and chain.dtype == torch.float64
+        for t in (1, 3, 40):
+            assert chain[t].mean().item() == pytest.approx(mu + k**t * (x_start - mu), abs=0.01)
+            assert chain[t].var().item() == pytest.approx(v_inf * (1 - k ** (2 * t)), rel=0.02)
+    assert tau**2 * k / (1 + k) < 0.25 * tau**2  # the mean-only chain is clearly under-dispersed here
+
+
+def test_denoising_chain_masking_with_identity_denoiser_keeps_a_pixel_with_probability_power_t():
+    x0 = torch.full((4000, 5), 0.7, dtype=torch.float64)
+    chain = ae.denoising_chain(lambda x: x, x0, 3, "masking", 0.4, generator=torch.Generator().manual_seed(1))
+    for t in range(4):  # a pixel survives t independent maskings with probability 0.6^t
+        assert (chain[t] == 0.7).float().mean().item() == pytest.approx(0.6**t, abs=0.01)
+        assert set(chain[t].unique().tolist()) <= {0.0, 0.7}
+
+
+def test_denoising_chain_shapes_reproducibility_and_errors():
+    torch.manual_seed(0)
+    model = ae.Autoencoder(x_shape=(1, 4, 4), code_dim=3, hidden=8).eval()
+    x0 = torch.rand(6, 1, 4, 4)
+
+    def run(seed, steps=5):
+        return ae.denoising_chain(model, x0, steps, "masking", 0.5, 0.1, torch.Generator().manual_seed(seed))
+
+    chain = run(0)
+    assert chain.shape == (6, 6, 1, 4, 4)
+    assert torch.equal(chain[0], x0) and chain[0].data_ptr() != x0.data_ptr()
+    assert torch.equal(chain, run(0)) and not torch.allclose(chain, run(1))
+    assert not chain.requires_grad
+    assert run(0, steps=0).shape == (1, 6, 1, 4, 4)
+    with pytest.raises(ValueError, match="steps"):
+        ae.denoising_chain(model, x0, -1)
+    with pytest.raises(ValueError, match="steps"):
+        ae.denoising_chain(model, x0, 2.0)
+    with pytest.raises(ValueError, match="sample_std"):
+        ae.denoising_chain(model, x0, 2, sample_std=-0.1)
+    with pytest.raises(ValueError, match="x0"):
+        ae.denoising_chain(model, torch.rand(16), 2)
+    with pytest.raises(ValueError, match="kind"):
+        ae.denoising_chain(model, x0, 2, kind="blur")

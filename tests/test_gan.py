@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from scipy.stats import kstest, norm
 from torch.distributions import Normal
 
 from dgmcourse import gan
-from dgmcourse.divergences import js_divergence
+from dgmcourse.divergences import js_divergence, kl_divergence
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -599,3 +600,204 @@ def test_toy_generator_batch_norm_options():
             gan.ToyGenerator(batch_norm=bad)
     with pytest.raises(ValueError, match="reference_size"):
         gan.ToyGenerator(batch_norm="virtual", reference_size=0)
+
+
+# ------------------------------------------------------- minibatch discrimination (Salimans et al. 2016, §3.2)
+def _minibatch_layer(T):
+    layer = gan.MinibatchDiscrimination(*T.shape)
+    with torch.no_grad():
+        layer.T.copy_(T)
+    return layer
+
+
+def test_minibatch_discrimination_known_answer():
+    # A = B_k = C = 1, T = 1: M_i = x_i, so o_i = sum_j exp(-|x_i - x_j|), j = i included
+    layer = _minibatch_layer(torch.ones(1, 1, 1))
+    x = torch.tensor([[0.0], [1.0], [3.0]])
+    e = math.exp
+    want = torch.tensor([[0.0, 1 + e(-1) + e(-3)], [1.0, e(-1) + 1 + e(-2)], [3.0, e(-3) + e(-2) + 1]])
+    torch.testing.assert_close(layer(x), want)
+    # two kernels, C = 2: kernel 0 projects by the identity (L1 distances 1, 2, 3), kernel 1 by twice it (2, 4, 6)
+    T = torch.zeros(2, 2, 2)
+    T[:, 0, :], T[:, 1, :] = torch.eye(2), 2 * torch.eye(2)
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    o = _minibatch_layer(T).similarity(x)
+    want = torch.tensor([[1 + e(-1) + e(-2), 1 + e(-2) + e(-4)],
+                         [e(-1) + 1 + e(-3), e(-2) + 1 + e(-6)],
+                         [e(-2) + e(-3) + 1, e(-4) + e(-6) + 1]])
+    torch.testing.assert_close(o, want)
+    out = _minibatch_layer(T)(x)
+    assert out.shape == (3, 4)
+    torch.testing.assert_close(out[:, :2], x, rtol=0, atol=0)   # f(x_i) passes through unchanged
+
+
+def test_minibatch_discrimination_matches_the_definition_by_loops():
+    layer = gan.MinibatchDiscrimination(3, 4, 2, generator=torch.Generator().manual_seed(0)).double()
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    M = [[x[i] @ layer.T[:, b, :] for b in range(4)] for i in range(6)]   # M_{i,b} = f(x_i) T_{:, b, :}
+    want = torch.tensor([[sum(math.exp(-(M[i][b] - M[j][b]).abs().sum().item()) for j in range(6))
+                          for b in range(4)] for i in range(6)], dtype=torch.float64)
+    torch.testing.assert_close(layer.similarity(x), want, rtol=1e-12, atol=1e-12)
+
+
+def test_minibatch_discrimination_sees_collapse():
+    layer = gan.MinibatchDiscrimination(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    copies = torch.tensor([[0.3, -1.2]]).repeat(16, 1)              # a collapsed batch: 16 identical samples
+    torch.testing.assert_close(layer.similarity(copies), torch.full((16, 5), 16.0), rtol=0, atol=0)
+    assert torch.equal(layer.similarity(copies[:1]), torch.ones(1, 5))  # a batch of one: o = 1 (only j = i)
+    far = 1e4 * torch.arange(16.0)[:, None] * torch.tensor([[1.0, 0.7]])   # samples far apart: only j = i counts
+    torch.testing.assert_close(layer.similarity(far), torch.ones(16, 5), rtol=0, atol=1e-12)
+
+
+def test_minibatch_discrimination_gradients():
+    layer = gan.MinibatchDiscrimination(3, 2, 4, generator=torch.Generator().manual_seed(2)).double()
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))                                  # d output / d x
+    T = layer.T.detach().clone().requires_grad_(True)
+
+    def output_of_T(T):
+        return torch.exp(-torch.cdist(torch.einsum("ia,abc->bic", x.detach(), T),
+                                      torch.einsum("ia,abc->bic", x.detach(), T), p=1)).sum(2).T
+    assert torch.autograd.gradcheck(output_of_T, (T,))
+    layer.similarity(x).sum().backward()
+    assert layer.T.grad is not None and layer.T.grad.abs().sum() > 0             # T is trained through o
+    # the gradient w.r.t. T agrees with the formula's autograd gradient
+    output_of_T(T).sum().backward()
+    torch.testing.assert_close(layer.T.grad, T.grad)
+
+
+def test_minibatch_discrimination_bad_input():
+    for kwargs, name in (({"in_features": 0}, "in_features"), ({"n_kernels": 1.5}, "n_kernels"),
+                         ({"kernel_dim": True}, "kernel_dim"), ({"init_std": 0.0}, "init_std"),
+                         ({"init_std": float("nan")}, "init_std")):
+        args = {"in_features": 3, "n_kernels": 2, "kernel_dim": 2, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            gan.MinibatchDiscrimination(**args)
+    layer = gan.MinibatchDiscrimination(3, 2, 2)
+    for bad in (torch.zeros(4, 2), torch.zeros(3), torch.zeros(0, 3), torch.zeros(4, 3, dtype=torch.long),
+                np.zeros((4, 3))):
+        with pytest.raises(ValueError, match=r"x must be a floating-point tensor \(n, 3\)"):
+            layer(bad)
+
+
+# ------------------------------------------------------ PacGAN's packed total variation (Lin et al. 2018)
+def _brute_force_packed_tv(p, q, m):
+    """1/2 sum over all K^m packs of |prod p - prod q|."""
+    return 0.5 * sum(abs(math.prod(p[i] for i in pack) - math.prod(q[i] for i in pack))
+                     for pack in itertools.product(range(len(p)), repeat=m))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_packed_total_variation_matches_enumeration(m):
+    rng = np.random.default_rng(m)
+    for p, q in [(rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3))),
+                 (np.array([0.5, 0.0, 0.3, 0.2]), rng.dirichlet(np.ones(4))),
+                 (np.array([0.0, 0.4, 0.6]), np.array([0.7, 0.3, 0.0]))]:
+        assert gan.packed_total_variation(p, q, m) == pytest.approx(_brute_force_packed_tv(p, q, m), abs=1e-13)
+
+
+def test_packed_total_variation_known_answers():
+    uniform = np.full(8, 1 / 8)
+    dropped = np.r_[0.0, np.full(7, 1 / 7)]                          # one of 8 modes dropped, mass 1/8 spread
+    for m in range(1, 7):                                            # packs that hit the dropped mode: 1 - (7/8)^m
+        assert gan.packed_total_variation(uniform, dropped, m) == pytest.approx(1 - (7 / 8) ** m, abs=1e-14)
+    p = np.array([0.1, 0.2, 0.3, 0.4])                               # drop two outcomes of mass eps = 0.3
+    q = np.array([0.0, 0.0, 0.3, 0.4]) / 0.7
+    for m in (1, 3, 5):
+        assert gan.packed_total_variation(p, q, m) == pytest.approx(1 - 0.7 ** m, abs=1e-14)
+    spread = np.array([5 / 32, 3 / 32] * 4)                          # every mode kept, TV 1/8 too
+    assert gan.packed_total_variation(uniform, spread, 1) == pytest.approx(1 / 8, abs=1e-15)
+    assert gan.packed_total_variation(uniform, spread, 2) == pytest.approx(9 / 64, abs=1e-15)   # by hand: 144/1024
+    assert gan.packed_total_variation(uniform, uniform, 5) == pytest.approx(0.0, abs=1e-15)
+    assert gan.packed_total_variation([1.0, 0.0], [0.0, 1.0], 4) == pytest.approx(1.0, abs=1e-15)
+    assert gan.packed_total_variation(torch.tensor([0.25, 0.75]), [0.5, 0.5], 1) == pytest.approx(0.25, abs=1e-15)
+    # d_TV(p, q) <= d_TV(p^m, q^m) <= min(1, m d_TV(p, q)), increasing in m
+    tv = [gan.packed_total_variation(uniform, spread, m) for m in range(1, 6)]
+    assert all(a < b for a, b in zip(tv, tv[1:]))
+    assert all(tv[0] <= t <= min(1.0, (m + 1) * tv[0]) + 1e-15 for m, t in enumerate(tv))
+
+
+def test_packed_total_variation_bad_input():
+    with pytest.raises(ValueError, match="p must be"):
+        gan.packed_total_variation([0.5, 0.6], [0.5, 0.5], 2)
+    with pytest.raises(ValueError, match="q must be"):
+        gan.packed_total_variation([0.5, 0.5], [1.5, -0.5], 2)
+    with pytest.raises(ValueError, match="p must be"):
+        gan.packed_total_variation(np.full((2, 2), 0.25), np.full((2, 2), 0.25), 1)
+    with pytest.raises(ValueError, match="same number of outcomes"):
+        gan.packed_total_variation([0.5, 0.5], [0.2, 0.3, 0.5], 1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="m must be an integer"):
+            gan.packed_total_variation([0.5, 0.5], [0.5, 0.5], bad)
+    with pytest.raises(ValueError, match="count vectors"):
+        gan.packed_total_variation(np.full(100, 0.01), np.full(100, 0.01), 10)
+
+
+# ------------------------------------- Proposition 2: Algorithm 1 in function space (Goodfellow et al. 2014)
+def _random_pair(rng, k):
+    return rng.dirichlet(np.full(k, 0.7)), rng.dirichlet(np.full(k, 2.0))
+
+
+def test_function_space_step_with_lr_one_moves_halfway_to_the_data():
+    rng = np.random.default_rng(0)
+    for k in (2, 5, 10, 40):
+        pi, p = _random_pair(rng, k)
+        new = gan.function_space_generator_step(pi, p, lr=1.0)
+        np.testing.assert_allclose(new, 0.5 * (pi + p), rtol=1e-12, atol=0)         # p^0 (pi + p)^1 / 2
+        assert js_divergence(pi, new) <= 0.5 * js_divergence(pi, p) + 1e-15           # JSD convex in p
+
+
+def test_function_space_step_is_exponentiated_gradient_of_v_at_the_optimal_discriminator():
+    rng = np.random.default_rng(1)
+    pi, p = _random_pair(rng, 8)
+    # C(p) = V(G, D*_p) with D* depending on p: autograd differentiates through D*, which changes nothing at D*
+    p_t = torch.tensor(p, requires_grad=True)
+    pi_t = torch.tensor(pi)
+    d_star_t = pi_t / (pi_t + p_t)
+    value = (pi_t * torch.log(d_star_t) + p_t * torch.log(1 - d_star_t)).sum()
+    (grad,) = torch.autograd.grad(value, p_t)
+    d_star = gan.optimal_discriminator(pi, p)
+    assert value.item() == pytest.approx(gan.gan_value(d_star, pi, p, dx=1.0), abs=1e-14)
+    assert value.item() == pytest.approx(2 * js_divergence(pi, p) - math.log(4), abs=1e-14)   # Theorem 1
+    np.testing.assert_allclose(grad.numpy(), np.log(1 - d_star), rtol=1e-12, atol=1e-14)  # grad of V at fixed D*
+    for lr in (0.05, 0.5, 2.0):
+        want = p * np.exp(-lr * grad.numpy())
+        np.testing.assert_allclose(gan.function_space_generator_step(pi, p, lr), want / want.sum(), rtol=1e-12)
+
+
+def test_function_space_steps_converge_to_the_data_at_the_relative_smoothness_rate():
+    rng = np.random.default_rng(2)
+    for lr in (0.1, 0.5, 1.0):
+        pi, p = _random_pair(rng, 10)
+        kl0, gaps = kl_divergence(pi, p), []
+        for t in range(1, 301):
+            p = gan.function_space_generator_step(pi, p, lr)
+            gaps.append(gan.gan_value(gan.optimal_discriminator(pi, p), pi, p, dx=1.0) + math.log(4))
+            assert gaps[-1] <= kl0 / (lr * t) + 1e-12          # 2 JSD_t <= KL(pi || p_0) / (lr t)
+        assert np.all(np.diff(gaps) <= 1e-15)                  # C decreases monotonically for lr <= 1
+        np.testing.assert_allclose(p, pi, atol=1e-6)            # Proposition 2: p_g -> pi
+        assert gaps[-1] < 1e-10
+
+
+def test_function_space_step_keeps_a_distribution_and_handles_data_zeros():
+    pi = np.array([0.5, 0.5, 0.0])
+    p = np.array([0.2, 0.3, 0.5])
+    for _ in range(60):
+        p = gan.function_space_generator_step(pi, p, 1.0)
+    assert p.sum() == pytest.approx(1.0, abs=1e-15) and np.all(p > 0)
+    assert p[2] == pytest.approx(0.5 * 2.0 ** -60, rel=1e-9)   # mass off the data's support halves each step
+
+
+def test_function_space_step_bad_input():
+    pi, p = np.array([0.3, 0.7]), np.array([0.5, 0.5])
+    for args, match in (((pi, np.array([1 / 3] * 3), 0.5), "same shape"),
+                        ((np.array([1.2, -0.2]), p, 0.5), "p_data must be non-negative"),
+                        ((pi, np.array([1.0, 0.0]), 0.5), "p_g must be strictly positive"),
+                        ((np.array([0.3, 0.6]), p, 0.5), "p_data must sum to 1"),
+                        ((pi, np.array([0.5, 0.6]), 0.5), "p_g must sum to 1"),
+                        ((pi, p, 0.0), "lr must be a positive"),
+                        ((pi, p, float("inf")), "lr must be a positive"),
+                        ((np.array([1.0]), np.array([1.0]), 0.5), "p_data must be a 1-D array"),
+                        ((pi, np.array([0.5, np.nan]), 0.5), "p_g must be finite")):
+        with pytest.raises(ValueError, match=match):
+            gan.function_space_generator_step(*args)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from dgmcourse.gan import DCGANGenerator
 from dgmcourse.geometry import (condition_number, curve_energy, curve_length, decoder_jacobian,
-                                fit_rbf_std, geodesic, geodesic_distance_matrix, jacobian_penalty, local_lipschitz,
-                                magnification_factor, metric_heatmaps, pullback_metric, straight_line,
-                                stochastic_decoder, train_vae_with_jacobian_penalty)
+                                fit_rbf_std, geodesic, geodesic_distance_matrix, geodesic_energy_trace,
+                                jacobian_penalty, local_lipschitz, magnification_factor, metric_heatmaps,
+                                pullback_metric, straight_line, stochastic_decoder, swap_activations,
+                                train_vae_with_jacobian_penalty)
 from dgmcourse.vae import MLPVAE, train_vae
 
 torch.set_num_threads(1)
@@ -286,3 +288,95 @@ def test_train_with_jacobian_penalty_weight_zero_is_train_vae_and_weight_lowers_
                           (dict(weight=1.0, target=-2.0), "target"), (dict(weight=1.0, epochs=0), "epochs")]:
         with pytest.raises(ValueError, match=match):
             train_vae_with_jacobian_penalty(models[0.0], x, **kwargs)
+
+
+# --------------------------------------------------------------------------- solver traces, architecture variants
+
+
+def test_energy_trace_lbfgs_is_the_geodesic_solver():
+    a = torch.tensor([0.6, 0.0], dtype=torch.float64)
+    b = torch.tensor([0.6, 2.0], dtype=torch.float64)
+    curve, energies = geodesic_energy_trace(sphere, a, b, n_points=17, steps=60)
+    torch.testing.assert_close(curve, geodesic(sphere, a, b, n_points=17, steps=60), rtol=0, atol=0)
+    assert energies.dtype == torch.float64 and 2 <= len(energies) <= 60 * 5 // 4
+    assert energies[0].item() == pytest.approx(curve_energy(sphere, straight_line(a, b, 17)).item(), rel=1e-12)
+    final = curve_energy(sphere, curve).item()
+    assert energies.min().item() == pytest.approx(final, rel=1e-9)     # the solver ends at its best evaluation
+    assert final == pytest.approx(great_circle(a, b) ** 2, rel=2e-3)   # and that is the great circle's energy
+    assert energies[0].item() > 1.1 * final                           # starting from the (longer) parallel
+
+
+@pytest.mark.parametrize("mode, step_factor", [(1, 0.5), (7, 0.9), (7, 1.1)])
+def test_energy_trace_gd_closed_form_for_the_identity_decoder(mode, step_factor):
+    # E = T sum_k |c_{k+1} - c_k|^2 is quadratic with Hessian 2 T L (L = tridiag(-1, 2, -1)); the perturbation
+    # eps sin(pi m k / T) of the straight line is an eigenvector of L with eigenvalue mu = 2 - 2 cos(pi m / T),
+    # so gradient descent multiplies it by r = 1 - 2 T lr mu per step: stable iff lr < 1 / (T mu). The step is
+    # step_factor times the largest stable step for the fastest mode m = T - 1 (round-off excites every mode).
+    n_points, steps, eps = 9, 12, 0.3
+    T = n_points - 1
+    z0, z1 = torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 0.5], dtype=torch.float64)
+    k = torch.arange(n_points, dtype=torch.float64)
+    bump = eps * torch.sin(math.pi * mode * k / T)
+    init = straight_line(z0, z1, n_points) + bump[:, None] * torch.tensor([0.6, -0.8], dtype=torch.float64)
+    mu = 2 - 2 * math.cos(math.pi * mode / T)
+    lr = step_factor / (T * (2 - 2 * math.cos(math.pi * (T - 1) / T)))
+    r = 1 - 2 * T * lr * mu
+    excess0 = T * (bump[1:] - bump[:-1]).pow(2).sum().item()
+    expected = torch.tensor([1.25 + excess0 * r ** (2 * n) for n in range(steps + 1)], dtype=torch.float64)
+    curve, energies = geodesic_energy_trace(identity, z0, z1, n_points, steps, method="gd", lr=lr, init=init)
+    torch.testing.assert_close(energies, expected, rtol=1e-10, atol=1e-12)
+    assert torch.equal(curve[0], z0) and torch.equal(curve[-1], z1)
+    line = straight_line(z0, z1, n_points)
+    torch.testing.assert_close(curve, line + r ** steps * (init - line), rtol=1e-10, atol=1e-12)
+    assert (energies[-1] > energies[0]) == (step_factor > 1)  # above the stable step the descent diverges
+
+
+def test_energy_trace_gd_stops_at_a_non_finite_energy_and_trivial_cases():
+    z0, z1 = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0])
+    init = straight_line(z0, z1, 5) + torch.tensor([0.0, 0.1, -0.1, 0.1, 0.0])[:, None] * torch.tensor([0.0, 1.0])
+    _, energies = geodesic_energy_trace(identity, z0, z1, 5, steps=100, method="gd", lr=1e6, init=init)
+    assert len(energies) < 101 and not math.isfinite(energies[-1].item()) and torch.isfinite(energies[:-1]).all()
+    for n_points, steps in ((2, 50), (6, 0)):
+        curve, energies = geodesic_energy_trace(sphere, z0, z1, n_points, steps)
+        torch.testing.assert_close(curve, straight_line(z0, z1, n_points))
+        torch.testing.assert_close(energies, curve_energy(sphere, curve).double()[None])
+
+
+def test_energy_trace_bad_input():
+    z0, z1 = torch.zeros(2), torch.ones(2)
+    for kwargs, match in [(dict(method="adam"), "method"), (dict(method="gd"), "lr"),
+                          (dict(method="gd", lr=0.0), "lr"), (dict(lr=float("inf")), "lr"), (dict(steps=-1), "steps"),
+                          (dict(n_points=4, init=torch.zeros(5, 2)), r"init must be a \(4, 2\)"),
+                          (dict(n_points=3, init=torch.zeros(3, 2)), "from z0"), (dict(n_points=1), "n_points")]:
+        with pytest.raises(ValueError, match=match):
+            geodesic_energy_trace(identity, z0, z1, **kwargs)
+    with pytest.raises(ValueError, match="latent dimension"):
+        geodesic_energy_trace(identity, z0, torch.ones(3))
+
+
+def test_swap_activations_replaces_relu_only_and_keeps_the_weights():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(),
+                              torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.nn.Linear(8, 2),
+                              torch.nn.Sigmoid())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert swap_activations(net, torch.nn.Tanh) is net
+    assert not any(isinstance(m, torch.nn.ReLU) for m in net.modules())
+    assert sum(isinstance(m, torch.nn.Tanh) for m in net.modules()) == 2
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    x = torch.randn(4, 3)
+    lin1, lin2, lin3 = net[0], net[2][0], net[3]
+    torch.testing.assert_close(net(x), torch.sigmoid(lin3(torch.tanh(lin2(torch.tanh(lin1(x)))))))
+    gen = DCGANGenerator(z_dim=2, channels=4)
+    swap_activations(gen, lambda: torch.nn.ELU(alpha=0.5))
+    elus = [m for m in gen.modules() if isinstance(m, torch.nn.ELU)]
+    assert len(elus) == 2 and elus[0] is not elus[1] and elus[0].alpha == 0.5
+    assert isinstance(gen.net[-1], torch.nn.Tanh)  # the output non-linearity is not a hidden ReLU: kept
+    with pytest.raises(ValueError, match="no ReLU"):
+        swap_activations(net, torch.nn.Tanh)
+    with pytest.raises(ValueError, match="without arguments"):
+        swap_activations(MLPVAE(z_dim=2, hidden=4), torch.tanh)
+    with pytest.raises(ValueError, match="must return"):
+        swap_activations(MLPVAE(z_dim=2, hidden=4), lambda: torch.tanh)
+    with pytest.raises(ValueError, match="module must be"):
+        swap_activations(lambda z: z, torch.nn.Tanh)
