@@ -1,0 +1,318 @@
+"""Tests of dgmcourse.flow_matching against closed forms, autograd, scipy and POT.
+
+Monte Carlo checks are seeded and allow K_SE = 6 standard errors (estimated from the samples): a correct
+implementation fails any of them with probability below 1e-7 whatever the random stream, while the errors they
+guard against (a wrong coefficient, the wrong target, a mis-weighted posterior) move the estimates by tens of
+standard errors. The exact marginal field of a mixture is checked three ways: against the closed form for one
+Gaussian, against the continuity equation of the mixture path, and as the minimiser of the CFM objective.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+from dgmcourse import flow_matching as F
+from dgmcourse import sde as S
+
+torch.set_num_threads(1)
+K_SE = 6.0
+# a 2-D mixture with unequal weights and widths
+MEANS = torch.tensor([[-1.5, 0.0], [1.0, 1.0], [0.5, -1.5]], dtype=torch.float64)
+SIGMAS = torch.tensor([0.4, 0.6, 0.3], dtype=torch.float64)
+WEIGHTS = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)
+
+
+def _sample_mixture(n: int, generator: torch.Generator) -> torch.Tensor:
+    k = torch.multinomial(WEIGHTS, n, replacement=True, generator=generator)
+    return MEANS[k] + SIGMAS[k, None] * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+
+
+def _path_log_density(x: torch.Tensor, t: float, path: F.GaussianPath) -> torch.Tensor:
+    """log p_t(x) of the marginal path of the mixture: sum_k w_k N(alpha_t mu_k, (alpha_t^2 s_k^2 + sigma_t^2) I)."""
+    alpha, sigma, _, _ = path.coefficients(torch.tensor(t, dtype=torch.float64))
+    loc = alpha * MEANS
+    scale = torch.sqrt(alpha ** 2 * SIGMAS ** 2 + sigma ** 2).unsqueeze(-1).expand_as(loc)
+    return MixtureSameFamily(Categorical(probs=WEIGHTS), Independent(Normal(loc, scale), 1)).log_prob(x)
+
+
+# ------------------------------------------------------------------------------------ paths
+def test_linear_path_is_eqs_20_to_23_by_hand():
+    path = F.linear_path(0.1)
+    alpha, sigma, d_alpha, d_sigma = path.coefficients(0.25)
+    assert (alpha.item(), sigma.item(), d_alpha.item(), d_sigma.item()) == pytest.approx((0.25, 0.775, 1.0, -0.9))
+    x0 = torch.tensor([[1.0, -2.0], [0.5, 0.0]], dtype=torch.float64)
+    x1 = torch.tensor([[3.0, 1.0], [-1.0, 2.0]], dtype=torch.float64)
+    t = torch.tensor([0.25, 0.6], dtype=torch.float64)
+    xt = F.conditional_flow(x0, x1, t, path)
+    torch.testing.assert_close(xt, torch.tensor([[0.775 * 1 + 0.75, 0.775 * -2 + 0.25],
+                                                 [0.46 * 0.5 - 0.6, 1.2]], dtype=torch.float64))
+    # eq. 21 at any x, and at x = psi_t(x0) the constant target of eq. 23
+    x = torch.tensor([[0.3, 0.7], [2.0, -1.0]], dtype=torch.float64)
+    eq21 = (x1 - 0.9 * x) / (1 - 0.9 * t[:, None])
+    torch.testing.assert_close(F.conditional_vector_field(x, x1, t, path), eq21)
+    torch.testing.assert_close(F.conditional_vector_field(xt, x1, t, path), x1 - 0.9 * x0)
+    # sigma_min = 0: rectified flow's interpolation (1 - t) x0 + t x1
+    torch.testing.assert_close(F.conditional_flow(x0, x1, 0.3, F.linear_path()), 0.7 * x0 + 0.3 * x1)
+
+
+@pytest.mark.parametrize("path", [F.linear_path(0.05), F.vp_path()], ids=["linear", "vp"])
+def test_path_derivatives_are_the_derivatives(path):
+    t, h = torch.tensor([0.0 + 1e-3, 0.3, 0.7, 0.95], dtype=torch.float64), 1e-6
+    alpha, sigma, d_alpha, d_sigma = path.coefficients(t)
+    torch.testing.assert_close(d_alpha, (path.alpha(t + h) - path.alpha(t - h)) / (2 * h), rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(d_sigma, (path.sigma(t + h) - path.sigma(t - h)) / (2 * h), rtol=1e-7, atol=1e-8)
+    assert path.coefficients(0.0)[1].item() == pytest.approx(1.0, abs=1e-4)  # noise at t = 0
+
+
+def test_vp_path_is_the_vp_sde_read_backwards():
+    sde, path = S.VPSDE(0.1, 20.0), F.vp_path(0.1, 20.0)
+    t = torch.tensor([0.0, 0.2, 0.5, 0.9, 0.999], dtype=torch.float64)
+    scale, std = sde.scale_std(1 - t)
+    alpha, sigma, _, _ = path.coefficients(t)
+    torch.testing.assert_close(alpha, scale, rtol=1e-12, atol=0)
+    torch.testing.assert_close(sigma, std, rtol=1e-12, atol=0)
+    # the marginal field is minus the probability-flow drift at time 1 - t (Lipman et al., sec. 4.1)
+    x = torch.randn(7, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    for time in (0.1, 0.5, 0.9):
+        field = F.marginal_vector_field(x, time, path, MEANS, SIGMAS, WEIGHTS)
+        score = lambda y, s: S.mixture_marginal_score(sde, y, s, MEANS, SIGMAS, WEIGHTS)  # noqa: E731
+        torch.testing.assert_close(field, -S.probability_flow_drift(sde, score, x, 1 - time), rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------------ the exact marginal field
+@pytest.mark.parametrize("sigma_min", [0.0, 0.1])
+def test_marginal_field_of_one_gaussian_in_closed_form(sigma_min):
+    """x1 ~ N(mu, s^2 I): p_t = N(t mu, v_t I), v_t = sigma_t^2 + t^2 s^2, and u_t(x) = mu + v_t'/(2 v_t) (x - t mu)."""
+    mu, s = torch.tensor([[1.0, -2.0]], dtype=torch.float64), 0.7
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    for t in (0.0, 0.3, 0.8, 1.0):
+        sigma, d_sigma = 1 - (1 - sigma_min) * t, -(1 - sigma_min)
+        expected = mu + (sigma * d_sigma + t * s ** 2) / (sigma ** 2 + t ** 2 * s ** 2) * (x - t * mu)
+        torch.testing.assert_close(F.marginal_vector_field(x, t, F.linear_path(sigma_min), mu, s), expected)
+    # t = 0: u_0(x) = E[x1] - (1 - sigma_min) x; t = 1, sigma_min = 0: u_1(x) = x
+    torch.testing.assert_close(F.marginal_vector_field(x, 0.0, F.linear_path(sigma_min), mu, s),
+                               mu - (1 - sigma_min) * x)
+    if sigma_min == 0:
+        torch.testing.assert_close(F.marginal_vector_field(x, 1.0, F.linear_path(), mu, s), x)
+
+
+@pytest.mark.parametrize("path", [F.linear_path(0.05), F.linear_path(), F.vp_path()], ids=["linear", "ot", "vp"])
+def test_marginal_field_solves_the_continuity_equation_of_the_mixture_path(path):
+    """d/dt log p_t + u . grad log p_t + div u = 0 (the continuity equation), by finite differences and autograd."""
+    x = (torch.randn(8, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.5).requires_grad_()
+    largest = 0.0
+    for t in (0.2, 0.5, 0.85):
+        h = 1e-5
+        dlogp_dt = (_path_log_density(x, t + h, path) - _path_log_density(x, t - h, path)) / (2 * h)
+        grad_logp = torch.autograd.grad(_path_log_density(x, t, path).sum(), x)[0]
+        u = F.marginal_vector_field(x, t, path, MEANS, SIGMAS, WEIGHTS)
+        div = sum(torch.autograd.grad(u[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(2))
+        residual = dlogp_dt + (u * grad_logp).sum(1) + div
+        assert residual.abs().max().item() < 1e-6, (t, residual)
+        largest = max(largest, div.abs().max().item(), dlogp_dt.abs().max().item())
+    assert largest > 0.5  # the check is not vacuous
+
+
+def test_cfm_target_regressed_on_x_is_the_marginal_field():
+    """The minimiser of E||v(x_t, t) - u_t(x_t|x_1)||^2 is E[u_t(x|x_1) | x_t = x]: estimated on a grid of (x, t) by
+    weighting data draws with p_t(x | x_1) (self-normalised importance sampling), standard error by the delta method."""
+    g = torch.Generator().manual_seed(2)
+    x1 = _sample_mixture(40_000, g)
+    path = F.linear_path(0.05)
+    grid = torch.tensor([[-1.0, 0.0], [0.5, 0.5], [0.0, -0.8], [0.8, 1.0]], dtype=torch.float64)
+    for t in (0.2, 0.5, 0.7):
+        alpha, sigma, _, _ = path.coefficients(t)
+        exact = F.marginal_vector_field(grid, t, path, MEANS, SIGMAS, WEIGHTS)
+        for x, u_exact in zip(grid, exact):
+            log_w = -0.5 * (x - alpha * x1).pow(2).sum(1) / sigma ** 2
+            w = torch.softmax(log_w, 0)
+            u = F.conditional_vector_field(x.expand_as(x1), x1, t, path)
+            estimate = (w[:, None] * u).sum(0)
+            se = ((w[:, None] ** 2) * (u - estimate) ** 2).sum(0).sqrt()
+            assert 1 / (w ** 2).sum() > 300  # enough effective samples for the delta method
+            assert torch.all((estimate - u_exact).abs() <= K_SE * se), (t, x, estimate, u_exact, se)
+
+
+def test_cfm_loss_value_and_its_minimiser():
+    g = torch.Generator().manual_seed(4)
+    n, path = 50_000, F.linear_path(0.1)
+    x1, x0 = _sample_mixture(n, g), torch.randn(n, 2, generator=g, dtype=torch.float64)
+    t = torch.rand(n, generator=g, dtype=torch.float64)
+    target = x1 - 0.9 * x0  # eq. 23
+    xt = (1 - 0.9 * t[:, None]) * x0 + t[:, None] * x1
+    seen = {}
+
+    def v_star(x, time):
+        seen["x"], seen["t"] = x, time
+        return F.marginal_vector_field(x, time, path, MEANS, SIGMAS, WEIGHTS)
+
+    loss = F.cfm_loss(v_star, x1, path, t=t, x0=x0)
+    torch.testing.assert_close(seen["x"], xt)
+    torch.testing.assert_close(seen["t"], t)
+    residual = v_star(xt, t) - target
+    assert loss.item() == pytest.approx(residual.pow(2).sum(1).mean().item(), rel=1e-12)
+    # any perturbation c(x, t) raises the loss by E||c||^2: the cross term E[c . (u* - target)] vanishes
+    perturbations = [lambda x, s: 0.3 * torch.ones_like(x), lambda x, s: torch.sin(x) * s[:, None],
+                     lambda x, s: x.flip(1) * (1 - s[:, None])]
+    for c in perturbations:
+        shifted = F.cfm_loss(lambda x, s: v_star(x, s) + c(x, s), x1, path, t=t, x0=x0)
+        cross = 2 * (c(xt, t) * residual).sum(1)
+        excess = shifted - loss - c(xt, t).pow(2).sum(1).mean()
+        assert excess.item() == pytest.approx(cross.mean().item(), abs=1e-9)
+        assert abs(cross.mean().item()) <= K_SE * cross.std().item() / math.sqrt(n)
+    # a field of another path does not minimise it: its cross term is many standard errors away
+    wrong = F.cfm_loss(lambda x, s: F.marginal_vector_field(x, s, F.linear_path(), MEANS, SIGMAS, WEIGHTS),
+                       x1, path, t=t, x0=x0)
+    assert wrong.item() > loss.item() + 0.01
+
+
+def test_cfm_loss_draws_are_seeded_and_gradients_flow():
+    model = torch.nn.Linear(3, 2).double()
+    v = lambda x, t: model(torch.cat([x, t[:, None]], 1))  # noqa: E731
+    x1 = _sample_mixture(64, torch.Generator().manual_seed(0))
+    a = F.cfm_loss(v, x1, F.linear_path(), generator=torch.Generator().manual_seed(5))
+    b = F.cfm_loss(v, x1, F.linear_path(), generator=torch.Generator().manual_seed(5))
+    assert a.item() == b.item() and a.dim() == 0
+    a.backward()
+    assert model.weight.grad.abs().sum() > 0
+    # a scalar t is one time for the whole batch
+    assert F.cfm_loss(v, x1, F.linear_path(), t=0.5, x0=torch.zeros_like(x1)).item() == pytest.approx(
+        (v(0.5 * x1, torch.full((64,), 0.5, dtype=torch.float64)) - x1).pow(2).sum(1).mean().item())
+
+
+# ------------------------------------------------------------------------------------ samplers
+def test_euler_is_first_order_and_heun_second_order_on_dx_dt_minus_x():
+    x0 = torch.tensor([[1.0], [-2.0]], dtype=torch.float64)
+    v = lambda x, t: -x  # noqa: E731
+    errors = {}
+    for n in (20, 40, 80):
+        h = 1 / n
+        euler = F.euler_sample(v, x0, n, progress=False)
+        heun = F.heun_sample(v, x0, n, progress=False)
+        torch.testing.assert_close(euler, (1 - h) ** n * x0, rtol=1e-13, atol=0)  # the schemes' own closed forms
+        torch.testing.assert_close(heun, (1 - h + h ** 2 / 2) ** n * x0, rtol=1e-13, atol=0)
+        errors[n] = ((euler - math.exp(-1) * x0).abs().max().item(), (heun - math.exp(-1) * x0).abs().max().item())
+    for n in (20, 40):
+        assert errors[n][0] / errors[2 * n][0] == pytest.approx(2, rel=0.05)  # O(h)
+        assert errors[n][1] / errors[2 * n][1] == pytest.approx(4, rel=0.05)  # O(h^2)
+    assert errors[80][1] < errors[80][0] / 100
+    # backwards from t = 1 to t = 0 undoes the decay; the time argument reaches the model
+    back = F.heun_sample(v, x0, 40, t_start=1.0, t_end=0.0, progress=False)
+    torch.testing.assert_close(back, (1 + 1 / 40 + 1 / 3200) ** 40 * x0, rtol=1e-13, atol=0)
+    drift = lambda x, t: t[:, None].expand_as(x)  # dx/dt = t: x(1) = x(0) + 1/2  # noqa: E731
+    torch.testing.assert_close(F.euler_sample(drift, x0, 10, progress=False), x0 + 0.45)  # sum of left points
+    torch.testing.assert_close(F.heun_sample(drift, x0, 10, progress=False), x0 + 0.5)  # trapezoid: exact
+
+
+def test_trajectory_and_sampler_errors():
+    x0 = torch.zeros(3, 2)
+    path = F.euler_sample(lambda x, t: torch.ones_like(x), x0, 4, return_trajectory=True, progress=False)
+    assert path.shape == (5, 3, 2)
+    torch.testing.assert_close(path[:, 0, 0], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert F.heun_sample(lambda x, t: x, x0, 3, return_trajectory=True, progress=False).shape == (4, 3, 2)
+    with pytest.raises(ValueError, match="n_steps must be a positive integer"):
+        F.euler_sample(lambda x, t: x, x0, 0)
+    with pytest.raises(ValueError, match="n_steps must be a positive integer"):
+        F.heun_sample(lambda x, t: x, x0, 2.0)
+    with pytest.raises(ValueError, match="t_end must be a finite float"):
+        F.euler_sample(lambda x, t: x, x0, 2, t_end=math.nan)
+    with pytest.raises(ValueError, match="v_model must return a tensor of the input's shape"):
+        F.heun_sample(lambda x, t: x[:, :1], x0, 2)
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        F.euler_sample(lambda x, t: x, torch.zeros(3, 2, dtype=torch.long), 2)
+
+
+# ----------------------------------------------------------------------------------- couplings
+def test_ot_coupling_on_hand_checked_batches():
+    x0 = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    x1 = torch.tensor([[10.0, 1.0], [0.0, 1.0]])
+    paired, same = F.ot_coupling(x0, x1)
+    assert same is x1
+    torch.testing.assert_close(paired, torch.tensor([[10.0, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(F.ot_plan(x0, x1), torch.tensor([[0.0, 0.5], [0.5, 0.0]], dtype=torch.float64))
+    # in 1-D the optimal pairing is monotone: sorted sources to sorted targets
+    a, b = torch.tensor([[3.0], [-1.0], [2.0], [0.0]]), torch.tensor([[10.0], [-5.0], [1.0], [7.0]])
+    torch.testing.assert_close(F.ot_coupling(a, b)[0], torch.tensor([[3.0], [-1.0], [0.0], [2.0]]))
+    # unequal batches: each source splits its mass between its two neighbours
+    a, b = torch.tensor([[0.0], [10.0]]), torch.tensor([[-1.0], [1.0], [9.0], [11.0]])
+    plan = F.ot_plan(a, b)
+    torch.testing.assert_close(plan, torch.tensor([[0.25, 0.25, 0, 0], [0, 0, 0.25, 0.25]], dtype=torch.float64))
+    for seed in range(5):
+        pa, pb = F.ot_coupling(a, b, replace=True, generator=torch.Generator().manual_seed(seed))
+        assert pa.shape == (2, 1) and torch.all((pa - pb).abs() == 1)  # every drawn pair is in the plan's support
+
+
+def test_ot_coupling_minimises_the_cost_like_brute_force_and_scipy():
+    g = torch.Generator().manual_seed(6)
+    x0, x1 = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g) + 1
+    paired, _ = F.ot_coupling(x0, x1)
+    cost = (paired - x1).pow(2).sum(1).sum().item()
+    cost_matrix = torch.cdist(x0.double(), x1.double()).pow(2).numpy()
+    brute = min(sum(cost_matrix[p[j], j] for j in range(6)) for p in itertools.permutations(range(6)))
+    rows, cols = linear_sum_assignment(cost_matrix)
+    assert cost == pytest.approx(brute, rel=1e-6)
+    assert cost == pytest.approx(cost_matrix[rows, cols].sum(), rel=1e-6)
+    assert cost < (x0 - x1).pow(2).sum().item()  # better than the independent pairing
+    plan = F.ot_plan(x0, x1)
+    assert plan.sum(0).numpy() == pytest.approx(np.full(6, 1 / 6)) and plan.sum(1).numpy() == pytest.approx(
+        np.full(6, 1 / 6))
+    assert (plan * torch.from_numpy(cost_matrix)).sum().item() == pytest.approx(
+        ot.emd2(np.full(6, 1 / 6), np.full(6, 1 / 6), cost_matrix), rel=1e-9)
+
+
+def test_reflow_of_gaussian_data_is_the_monotone_affine_map_and_pairs_like_ot():
+    """For x1 ~ N(mu, s^2 I) the marginal field of the linear path is affine and its flow maps x0 to mu + s x0."""
+    mu, s = torch.tensor([[1.0, -2.0]], dtype=torch.float64), 0.5
+    x0 = torch.randn(200, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    field = lambda x, t: F.marginal_vector_field(x, t, F.linear_path(), mu, s)  # noqa: E731
+    z0, z1 = F.reflow_coupling(field, x0, n_steps=100, progress=False)
+    assert z0 is x0
+    torch.testing.assert_close(z1, mu + s * x0, rtol=0, atol=1e-4)
+    # 1-D mixture: the flow is monotone, so its pairs are already the optimal transport pairing of the batch
+    means, sigmas = torch.tensor([[-2.0], [1.0]], dtype=torch.float64), torch.tensor([0.3, 0.5], dtype=torch.float64)
+    a = torch.randn(100, 1, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    _, b = F.reflow_coupling(lambda x, t: F.marginal_vector_field(x, t, F.linear_path(), means, sigmas), a,
+                             n_steps=100, method="euler", progress=False)
+    order = a[:, 0].argsort()
+    assert torch.all(b[order, 0].diff() > 0)
+    torch.testing.assert_close(F.ot_coupling(a, b)[0], a)
+    assert (b < 0).double().mean().item() == pytest.approx(0.5, abs=0.15)  # both modes are reached
+
+
+# ------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("call, match", [
+    (lambda: F.linear_path(-0.1), r"sigma_min must lie in \[0, 1\)"),
+    (lambda: F.linear_path(1.0), r"sigma_min must lie in \[0, 1\)"),
+    (lambda: F.vp_path(0.0, 1.0), "0 < beta_min <= beta_max"),
+    (lambda: F.vp_path(2.0, 1.0), "0 < beta_min <= beta_max"),
+    (lambda: F.linear_path().coefficients(1.5), r"t must be a scalar or a 1-D tensor of times in \[0, 1\]"),
+    (lambda: F.linear_path().coefficients(True), "t must be a float or a floating tensor"),
+    (lambda: F.linear_path().coefficients(torch.tensor([1])), "t must be a float or a floating tensor"),
+    (lambda: F.vp_path().coefficients(1.0), r"\[0, 1\) \(the vp path is singular at t = 1\)"),
+    (lambda: F.conditional_flow(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2), F.linear_path()),
+     r"t must be a scalar or have shape \(3,\)"),
+    (lambda: F.conditional_flow(torch.zeros(3, 2), torch.zeros(3, 1), 0.5, F.linear_path()),
+     "x1 must have the shape of x0"),
+    (lambda: F.conditional_flow(torch.zeros(3, 2), torch.zeros(3, 2), 0.5, "linear"), "path must be a GaussianPath"),
+    (lambda: F.conditional_vector_field(torch.zeros(3, 2), torch.zeros(3, 2), 1.0, F.linear_path()),
+     "the conditional field is singular"),
+    (lambda: F.cfm_loss(lambda x, t: x[:1], torch.zeros(3, 2), F.linear_path()), "v_model must return"),
+    (lambda: F.cfm_loss(lambda x, t: x, torch.zeros(3, 2), F.linear_path(), x0=torch.zeros(2, 2)),
+     "x0 must have the shape of x1"),
+    (lambda: F.cfm_loss(lambda x, t: x, torch.zeros(3, 2), F.linear_path(), t=-0.5), r"times in \[0, 1\]"),
+    (lambda: F.marginal_vector_field(torch.zeros(3, 2), 0.5, F.linear_path(), torch.zeros(2, 3), 0.1),
+     r"means must be a tensor \(K, 2\)"),
+    (lambda: F.marginal_vector_field(torch.zeros(3, 2), 0.5, F.linear_path(), torch.zeros(2, 2), -0.1), "sigmas"),
+    (lambda: F.ot_coupling(torch.zeros(3, 2), torch.zeros(4, 2)), "equal batch sizes without replace"),
+    (lambda: F.ot_plan(torch.zeros(3, 2), torch.zeros(3, 3)), "points of one shape"),
+    (lambda: F.reflow_coupling(lambda x, t: x, torch.zeros(3, 2), method="rk4"), "method must be one of"),
+])
+def test_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
