@@ -1,14 +1,13 @@
 """Every lecture carries the self-study layer (issue: the course as a self-study path).
 
 * right after the title: "## Before you start" with learning objectives, prerequisites and the run time
-  measured in full mode (benchmarks/reports/notebooks.json), not guessed;
+  measured in full mode (tests/test_run_times.py checks it against benchmarks/reports/notebooks.json);
 * a "Predict, then run" section with 2-4 exercises, each answered by a self-check (an assert in the code
   cell that follows it, or a revealable <details> answer);
 * "## Takeaways" at the end;
 * the Colab install cell, whose address is the repository's (pyproject.toml).
 """
 
-import json
 import re
 import tomllib
 from pathlib import Path
@@ -21,12 +20,6 @@ LECTURES = sorted(ROOT.glob("lectures/*.ipynb"))
 RUN_TIME = re.compile(r"\*\*Run time\.\*\*\s+About (\d+(?:\.\d+)?) (s|min)\b", re.IGNORECASE)
 
 
-def _measured_s(name: str) -> float:
-    report = json.loads((ROOT / "benchmarks" / "reports" / "notebooks.json").read_text())
-    (entry,) = [e for e in report["notebooks"] if e["notebook"] == f"lectures/{name}" and not e["smoke"]]
-    return entry["wall_s"]
-
-
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)
 def test_before_you_start_states_objectives_prerequisites_and_measured_run_time(path):
     cells = nbformat.read(path, as_version=4).cells
@@ -37,10 +30,7 @@ def test_before_you_start_states_objectives_prerequisites_and_measured_run_time(
         assert part in first, f"'## Before you start' lacks {part}"
     match = RUN_TIME.search(first)
     assert match, "run time must read '**Run time.** About N s' or '... About N min'"
-    stated = float(match.group(1)) * (60 if match.group(2).lower() == "min" else 1)
-    measured = _measured_s(path.name)
-    assert abs(stated - measured) <= max(10.0, 0.25 * measured), \
-        f"stated {stated:.0f} s, benchmarks/reports/notebooks.json measured {measured:.0f} s in full mode"
+    # its value against benchmarks/reports/notebooks.json: tests/test_run_times.py
 
 
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)
