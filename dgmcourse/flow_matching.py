@@ -350,13 +350,17 @@ def marginal_vector_field(x: torch.Tensor, t, path: GaussianPath, means: torch.T
 
 
 # ------------------------------------------------------------------------------------ samplers
+def _check_time_interval(t_start, t_end) -> None:
+    for name, value in (("t_start", t_start), ("t_end", t_end)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite float, got {value!r}")
+
+
 def _ode_sample(method: str, v_model: VectorField, x: torch.Tensor, n_steps: int, t_start: float, t_end: float,
                 return_trajectory: bool, progress: bool) -> torch.Tensor:
     _check_data("x", x)
     _check_steps(n_steps)
-    for name, value in (("t_start", t_start), ("t_end", t_end)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite float, got {value!r}")
+    _check_time_interval(t_start, t_end)
     h = (t_end - t_start) / n_steps
     trajectory = [x] if return_trajectory else None
     for k in tqdm(range(n_steps), desc=method.capitalize(), disable=not progress):

@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from dgmcourse.flow_matching import _check_time_interval
 from dgmcourse.diffusion import (NoiseSchedule, _check_data, _like, _mixture_parameters, _model_output,
                                  linear_schedule, schedule_from_betas)
 
@@ -494,9 +495,7 @@ def euler_maruyama(drift_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     """
     _check_data("x", x)
     _check_steps(n_steps)
-    for name, value in (("t_start", t_start), ("t_end", t_end)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite float, got {value!r}")
+    _check_time_interval(t_start, t_end)
     h = (t_end - t_start) / n_steps
     trajectory = [x] if return_trajectory else None
     with torch.no_grad():
@@ -817,9 +816,7 @@ def ode_log_likelihood(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Te
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if divergence not in _DIVERGENCES:
         raise ValueError(f"divergence must be one of {_DIVERGENCES}, got {divergence!r}")
-    for name, value in (("t_start", t_start), ("t_end", t_end)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite float, got {value!r}")
+    _check_time_interval(t_start, t_end)
     if t_start == t_end:
         raise ValueError(f"t_start and t_end must differ, got {t_start!r} for both")
     probes = None
