@@ -806,6 +806,58 @@ def reference_run(assignment: str, seed: int, threads: int, smoke: bool,
             "passed": passed, "errors": errors}
 
 
+# --- what a student learns before submitting ------------------------------------------------------
+def visible_run(assignment: str, overrides: dict, test: str, smoke: bool = False, threads: int = 1,
+                root: str | Path = ROOT, timeout: float = 900) -> bool:
+    """Does the student release's visible test ``test`` pass for a submission answering ``overrides``?
+
+    What a student sees before submitting: the release notebook ``assignments/<assignment>/`` (visible
+    tests only) with every solution cell answered (:func:`submission`), executed top to bottom up to
+    and including the cell ``test``, on the course's own seed, errors allowed (a definition that
+    raises fails the tests that use it). Run through :func:`reference_run` on a temporary copy.
+
+    Args:
+        assignment: e.g. ``"a1_vae"``.
+        overrides: ``{solution grade_id: source}`` (e.g. a :class:`Mistake`'s ``replaces``).
+        test: grade_id of a graded test cell of the release.
+        smoke: run with ``DGMCOURSE_SMOKE=1``; default: full mode, what a student runs.
+        threads: torch threads.
+
+    Returns:
+        True if the cell ``test`` ran without error.
+
+    Raises:
+        ValueError: ``test`` is not a graded test cell of the release, or an override is not a
+            solution cell.
+    """
+    root = Path(root)
+    source_path = notebooks(assignment, root)[0]
+    release_folder = root / "assignments" / assignment
+    release = nbformat.read(release_folder / source_path.name, as_version=4)
+    if test not in test_cells(release):
+        raise ValueError(f"test: {test!r} is not a graded test cell of the {assignment} release")
+    nb = submission(nbformat.read(source_path, as_version=4), release, overrides)
+    last = next(i for i, cell in enumerate(nb.cells) if _meta(cell).get("grade_id") == test)
+    nb.cells = nb.cells[:last + 1]
+    with tempfile.TemporaryDirectory(prefix="dgmcourse-visible-") as work:
+        folder = Path(work) / "solutions" / assignment
+        shutil.copytree(release_folder, folder,
+                        ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__"))
+        nbformat.write(nb, folder / source_path.name)
+        run = reference_run(assignment, 0, threads, smoke, root=work, timeout=timeout)
+    return run["passed"][test]
+
+
+def calls_library_answer(mistake: Mistake) -> bool:
+    """Is the mistake a call of the course library's own answer (its description says "not an answer")?
+
+    Such a submission is told before submitting (the assignment's introduction and the test cell's
+    ``# Not an answer:`` lines name the function) and loses its points in grading only
+    (:mod:`dgmcourse.grading.harness`): a visible test cannot tell a library call from the student's code.
+    """
+    return "not an answer" in mistake.description.lower()
+
+
 # --- evidence cached by digest ------------------------------------------------------------------
 EVIDENCE = ROOT / "tests" / "evidence"
 CI_RUNS = ((1, 1), (2, 1), (3, 1))   # (seed, torch threads): never the seed 0 the course runs on

@@ -89,6 +89,26 @@ def test_twenty_seed_reference_runs_are_current(name, record_property):
         assert problem is None, problem
 
 
+@pytest.mark.assessment
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_visible_tests_catch_half_of_each_functions_mistakes(name):
+    """What a student learns before submitting: for every graded function, the release's visible tests alone
+    catch >= 50 % of the fixture's mistakes (benchmarks/assessment.py --visible-only, measured on the
+    assignment's current grading inputs; calls of the library's own answer are told, not tested)."""
+    refresh = f".venv/bin/python benchmarks/assessment.py -k {name} --visible-only"
+    entry = read_report("assessment").get("assignments", {}).get(name, {}).get("visible")
+    assert entry, f"{name}: no visible-test measurement; run {refresh}"
+    assert entry["digest"] == assessment.evidence_digest(assessment.evidence_inputs(name, "grading")), \
+        f"{name}: the visible-test measurement predates the assignment's current notebook or fixtures; run {refresh}"
+    _, mistakes = assessment.load_fixtures(name)
+    assert entry["mistakes"] == sorted(m.name for m in mistakes)
+    tested = {m.test for m in mistakes if not assessment.calls_library_answer(m)}
+    assert set(entry["by_test"]) == tested
+    low = {test: f"{r['caught']}/{r['mistakes']}, missed {r['uncaught']}"
+           for test, r in entry["by_test"].items() if r["rate"] < 0.5}
+    assert not low, f"{name}: visible tests catch under half of these functions' mistakes: {low}"
+
+
 # --- the checks themselves, on small notebooks with known answers -----------------------------
 def _nb(*cells):
     def cell(kind, source, **meta):
@@ -317,3 +337,28 @@ def test_reference_evidence_problem_names_the_refresh_command(tmp_path):
     _edit(root / "dgmcourse" / "toy.py", "return 2 * x", "return x + x")
     assert assessment.reference_evidence_problem("a0_toy", report, root) == \
         f"a0_toy: the 20-seed reference runs are stale (changed: dgmcourse/toy.py): {command}"
+
+
+@pytest.mark.assessment
+def test_visible_run_runs_the_release_up_to_its_test(tmp_path):
+    nb = _toy()
+    for folder in ("solutions/a0_toy", "assignments/a0_toy"):
+        (tmp_path / folder).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / folder / "a0_toy.ipynb")
+
+    def visible(source, test):
+        return assessment.visible_run("a0_toy", {"f": source} if source else {}, test, smoke=True, root=tmp_path)
+
+    assert visible(None, "test_f") and visible(None, "test_f0")
+    assert not visible("def f(x):\n    return 3 * x", "test_f")
+    wrong_at_zero = "def f(x):\n    return 2 * x + (x == 0)"          # f(1) = 2 right, f(0) = 1 wrong
+    assert visible(wrong_at_zero, "test_f") and not visible(wrong_at_zero, "test_f0")
+    assert not visible("def f(x):\n    raise ValueError", "test_f")
+    with pytest.raises(ValueError, match="test"):
+        visible(None, "f")
+
+
+def test_calls_library_answer_reads_the_fixtures_description():
+    told = assessment.Mistake("lib", "test_f", {}, "calls dgmcourse.toy.f (not an answer: the grader gives no points)")
+    assert assessment.calls_library_answer(told)
+    assert not assessment.calls_library_answer(assessment.Mistake("sign", "test_f", {}, "the sign flipped"))

@@ -399,12 +399,14 @@ MISTAKES += [
     Mistake("emd_calls_library", test="test_emd_lp",
             replaces={"emd_lp": _EMD_HEAD + _CHECKS + '''    from dgmcourse import divergences
     return divergences.earth_movers_distance(a, b, cost)
-'''}, description="emd_lp hands the problem to dgmcourse.divergences.earth_movers_distance"),
+'''}, description="emd_lp hands the problem to dgmcourse.divergences.earth_movers_distance "
+                  "(not an answer: the grader gives no points)"),
     Mistake("p2_calls_library", test="test_p2", replaces={"p2": '''def p2_log_likelihood(log_p, weight=0.01):
     \'\'\'log(weight * p(x) + (1 - weight) * 1) for log_p (B,) in nats; uniform noise on [0, 1]^D.\'\'\'
     from dgmcourse.divergences import noise_mixture_log_likelihood
     return noise_mixture_log_likelihood(log_p, torch.zeros_like(log_p), weight)
-''' + "\n\n" + _P2_SAMPLE}, description="p2_log_likelihood calls dgmcourse.divergences.noise_mixture_log_likelihood"),
+''' + "\n\n" + _P2_SAMPLE}, description="p2_log_likelihood calls dgmcourse.divergences.noise_mixture_log_likelihood "
+                                                 "(not an answer: the grader gives no points)"),
     Mistake("library_answer", test="test_closed_form",
             replaces={"parallel_lines": '''\
 from dgmcourse.divergences import parallel_lines_divergences, point_cloud_wasserstein
