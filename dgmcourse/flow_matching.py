@@ -38,6 +38,8 @@ Contents
   (:math:`u_t(x|x_1)`), :func:`cfm_loss` (eqs. 14 and 23).
 * Exact marginal field of a mixture: :func:`marginal_vector_field` (as :func:`dgmcourse.diffusion.optimal_epsilon`
   is for ε); with it the samplers and couplings can be studied without training a network.
+* One network, two readings: :func:`velocity_from_score` and :func:`score_from_velocity` (Tweedie's formula), so a
+  flow-matching model is a score model and the guidance of :mod:`dgmcourse.guidance` applies to it.
 * Samplers: :func:`euler_sample`, :func:`heun_sample` (fixed steps, optionally the whole trajectory).
 * Couplings: :func:`ot_plan`, :func:`ot_coupling` (minibatch optimal transport, Tong et al. 2024, with POT),
   :func:`reflow_coupling` (rectified flow's reflow, Liu, Gong & Liu 2023).
@@ -57,7 +59,8 @@ from dgmcourse.diffusion import _check_data, _check_same_shape, _like, _mixture_
 
 __all__ = [
     "GaussianPath", "linear_path", "vp_path", "conditional_flow", "conditional_vector_field", "cfm_loss",
-    "marginal_vector_field", "euler_sample", "heun_sample", "ot_plan", "ot_coupling", "reflow_coupling",
+    "marginal_vector_field", "velocity_from_score", "score_from_velocity", "euler_sample", "heun_sample", "ot_plan",
+    "ot_coupling", "reflow_coupling",
 ]
 
 VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -347,6 +350,77 @@ def marginal_vector_field(x: torch.Tensor, t, path: GaussianPath, means: torch.T
     responsibilities = torch.softmax(log_joint, dim=-1)  # p(k | x), (B, K)
     fields = d_alpha.unsqueeze(-1) * means + rate.unsqueeze(-1) * offset  # (B, K, d)
     return (responsibilities.unsqueeze(-1) * fields).sum(-2)
+
+
+# ---------------------------------------------------------------------- velocity and score
+def _velocity_score_coefficients(x: torch.Tensor, t, path: GaussianPath) -> tuple[torch.Tensor, ...]:
+    """``(alpha, d_alpha, c)`` with u = (alpha' x + c s) / alpha, c = alpha' sigma^2 - alpha sigma sigma'."""
+    alpha, sigma, d_alpha, d_sigma = _path_coefficients(t, x, path)
+    return alpha, d_alpha, d_alpha * sigma ** 2 - alpha * sigma * d_sigma
+
+
+def velocity_from_score(score: torch.Tensor, x: torch.Tensor, t, path: GaussianPath) -> torch.Tensor:
+    """The marginal field :math:`u_t(x)` of a Gaussian path from the marginal score :math:`\\nabla\\log p_t(x)`.
+
+    On a Gaussian path :math:`x_t = \\sigma_t x_0 + \\alpha_t x_1` Tweedie's formula (Efron 2011, "Tweedie's
+    Formula and Selection Bias", eq. 2.8) gives
+    :math:`E[x_1 | x_t = x] = (x + \\sigma_t^2 \\nabla\\log p_t(x))/\\alpha_t`
+    and :math:`E[x_0 | x_t = x] = -\\sigma_t\\nabla\\log p_t(x)`; the marginal field of Lipman et al. (2023, eq. 8),
+    :math:`u_t(x) = E[\\sigma_t' x_0 + \\alpha_t' x_1 | x_t = x]`, is then
+
+    .. math:: u_t(x) = \\frac{\\alpha_t'}{\\alpha_t}x
+              + \\frac{\\alpha_t'\\sigma_t^2 - \\alpha_t\\sigma_t\\sigma_t'}{\\alpha_t}\\nabla\\log p_t(x)
+
+    (linear path: :math:`u_t = (x + (1 - t)\\nabla\\log p_t)/t`). Velocity and score are affine in each other: one
+    network serves as both, and guidance, written for scores, applies to velocities unchanged.
+
+    Args:
+        score: :math:`\\nabla\\log p_t(x)`, shaped like ``x`` (per data unit).
+        x: points ``(B, *shape)``.
+        t: time(s) in (0, 1], float or ``(B,)``; :math:`\\alpha_t` must be positive.
+        path: the :class:`GaussianPath`.
+
+    Returns:
+        ``(B, *shape)`` in x's dtype and device (data units per unit time).
+
+    Raises:
+        ValueError: ``score`` not shaped like ``x``; ``t`` outside the path's interval or where
+            :math:`\\alpha_t = 0` (t = 0: the field is then :math:`\\alpha_0' E[x_1] - \\sigma_0' x`, not a function
+            of the score); ``path`` not a :class:`GaussianPath`.
+    """
+    _check_data("x", x)
+    _check_same_shape("x", x, "score", score)
+    alpha, d_alpha, c = _velocity_score_coefficients(x, t, path)
+    if not torch.all(alpha > 0):
+        raise ValueError("t: alpha_t must be positive (t > 0) to read a velocity from a score")
+    return (d_alpha * x + c * score) / alpha
+
+
+def score_from_velocity(velocity: torch.Tensor, x: torch.Tensor, t, path: GaussianPath) -> torch.Tensor:
+    """The marginal score :math:`\\nabla\\log p_t(x)` from the marginal field :math:`u_t(x)`: the inverse of
+    :func:`velocity_from_score`, :math:`\\nabla\\log p_t(x) = (\\alpha_t u_t(x) - \\alpha_t' x)/(\\alpha_t'\\sigma_t^2
+    - \\alpha_t\\sigma_t\\sigma_t')` (linear path: :math:`(t\\,u_t(x) - x)/(1 - t)`).
+
+    Args:
+        velocity: :math:`u_t(x)`, shaped like ``x``.
+        x: points ``(B, *shape)``.
+        t: time(s) where :math:`\\alpha_t'\\sigma_t^2 \\ne \\alpha_t\\sigma_t\\sigma_t'` (for the linear path with
+            :math:`\\sigma_{min} = 0`: t < 1, where the noise has not vanished).
+        path: the :class:`GaussianPath`.
+
+    Returns:
+        ``(B, *shape)`` in x's dtype and device (per data unit).
+
+    Raises:
+        ValueError: ``velocity`` not shaped like ``x``; ``t`` outside the path's interval or where the
+            denominator vanishes; ``path`` not a :class:`GaussianPath`.
+    """
+    _check_data("x", x)
+    _check_same_shape("x", x, "velocity", velocity)
+    alpha, d_alpha, c = _velocity_score_coefficients(x, t, path)
+    if not torch.all(c != 0):
+        raise ValueError("t: the score is not determined by the velocity where sigma_t = 0 (t = 1 without sigma_min)")
+    return (alpha * velocity - d_alpha * x) / c
 
 
 # ------------------------------------------------------------------------------------ samplers
