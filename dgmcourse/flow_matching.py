@@ -43,6 +43,9 @@ Contents
 * Samplers: :func:`euler_sample`, :func:`heun_sample` (fixed steps, optionally the whole trajectory).
 * Couplings: :func:`ot_plan`, :func:`ot_coupling` (minibatch optimal transport, Tong et al. 2024, with POT),
   :func:`reflow_coupling` (rectified flow's reflow, Liu, Gong & Liu 2023).
+* A small model and its training: :class:`VelocityMLP`, :func:`train_cfm` (independent, minibatch-OT or given
+  pairs); the exact log-density of the mixture path, :func:`marginal_log_prob`; how straight a sampled
+  trajectory is, :func:`straightness`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from dgmcourse.diffusion import _check_data, _check_same_shape, _like, _mixture_parameters, _model_output
@@ -60,12 +64,13 @@ from dgmcourse.diffusion import _check_data, _check_same_shape, _like, _mixture_
 __all__ = [
     "GaussianPath", "linear_path", "vp_path", "conditional_flow", "conditional_vector_field", "cfm_loss",
     "marginal_vector_field", "velocity_from_score", "score_from_velocity", "euler_sample", "heun_sample", "ot_plan",
-    "ot_coupling", "reflow_coupling",
+    "ot_coupling", "reflow_coupling", "marginal_log_prob", "straightness", "VelocityMLP", "train_cfm",
 ]
 
 VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Coefficient = Callable[[torch.Tensor], torch.Tensor]
 _SAMPLERS = ("euler", "heun")
+_COUPLINGS = ("independent", "ot", "pairs")
 
 
 # ---------------------------------------------------------------------------------- paths
@@ -352,6 +357,39 @@ def marginal_vector_field(x: torch.Tensor, t, path: GaussianPath, means: torch.T
     return (responsibilities.unsqueeze(-1) * fields).sum(-2)
 
 
+def marginal_log_prob(x: torch.Tensor, t, path: GaussianPath, means: torch.Tensor, sigmas,
+                      weights=None) -> torch.Tensor:
+    """The exact log-density :math:`\\log p_t(x)` of the marginal path of Gaussian-mixture data, nats.
+
+    For :math:`x_1 \\sim \\sum_k w_k N(\\mu_k, s_k^2 I)` and :math:`x_t = \\sigma_t x_0 + \\alpha_t x_1` the
+    marginal path (Lipman et al. 2023, eq. 6) is the mixture
+    :math:`p_t(x) = \\sum_k w_k N(x; \\alpha_t\\mu_k, (\\alpha_t^2 s_k^2 + \\sigma_t^2) I)`, the density that
+    :func:`marginal_vector_field` transports (the pair solves the continuity equation
+    :math:`\\partial_t p_t + \\nabla\\cdot(p_t u_t) = 0`). At t = 0 it is :math:`N(0, \\sigma_0^2 I)`, at t = 1 of
+    :func:`linear_path` the data density itself (smoothed by :math:`\\sigma_{min}`); for :func:`vp_path` it is
+    :func:`dgmcourse.sde.mixture_marginal_log_prob` of the VP SDE at time 1 - t.
+
+    Args:
+        x: points ``(B, d)``.
+        t: time(s) in [0, 1] (float or tensor ``(B,)``).
+        path: the :class:`GaussianPath`.
+        means, sigmas, weights: the data mixture, as in :func:`dgmcourse.diffusion.mixture_score`.
+
+    Returns:
+        ``(B,)`` nats, in x's dtype and device.
+
+    Raises:
+        ValueError: as :func:`marginal_vector_field`.
+    """
+    means, variances, log_weights = _mixture_parameters(x, means, sigmas, weights)
+    alpha, sigma, _, _ = _path_coefficients(t, x, path)  # (B or 1, 1)
+    v = alpha ** 2 * variances + sigma ** 2  # (B or 1, K)
+    offset = x.unsqueeze(-2) - alpha.unsqueeze(-1) * means  # (B, K, d)
+    d = x.shape[-1]
+    log_normal = -0.5 * offset.pow(2).sum(-1) / v - 0.5 * d * torch.log(2 * math.pi * v)
+    return torch.logsumexp(log_weights + log_normal, dim=-1)
+
+
 # ---------------------------------------------------------------------- velocity and score
 def _velocity_score_coefficients(x: torch.Tensor, t, path: GaussianPath) -> tuple[torch.Tensor, ...]:
     """``(alpha, d_alpha, c)`` with u = (alpha' x + c s) / alpha, c = alpha' sigma^2 - alpha sigma sigma'."""
@@ -611,3 +649,172 @@ def reflow_coupling(v_model: VectorField, x0: torch.Tensor, n_steps: int = 100, 
     if method not in _SAMPLERS:
         raise ValueError(f"method must be one of {_SAMPLERS}, got {method!r}")
     return x0, _ode_sample(method, v_model, x0, n_steps, 0.0, 1.0, False, progress)
+
+
+# ------------------------------------------------------------------------------- straightness
+def straightness(trajectory: torch.Tensor, t_start: float = 0.0, t_end: float = 1.0) -> torch.Tensor:
+    """How far a sampled trajectory is from a straight line travelled at constant speed, per sample.
+
+    Liu, Gong & Liu (2023), sec. 3, measure a flow by its straightness
+    :math:`S(Z) = \\int_0^1 E\\|(Z_1 - Z_0) - \\dot Z_t\\|^2 dt`, zero exactly when every trajectory is a straight
+    line at constant speed (then one Euler step is exact); reflow decreases it. For a trajectory
+    :math:`x_0, \\dots, x_K` on the uniform grid :math:`t_k = t_{start} + kh` (what :func:`euler_sample` and
+    :func:`heun_sample` return with ``return_trajectory=True``) this is the integral for the piecewise-linear path
+    through its points,
+
+    .. math:: S = \\frac{1}{\\Delta}\\sum_{k=0}^{K-1} h\\,\\Big\\|\\frac{x_{k+1} - x_k}{h}
+              - \\frac{x_K - x_0}{\\Delta}\\Big\\|^2, \\qquad \\Delta = t_{end} - t_{start},\\ h = \\Delta / K,
+
+    the mean squared deviation of the segment velocities from the chord's velocity (Liu et al.'s
+    :math:`Z_1 - Z_0` for :math:`\\Delta = 1`). One segment gives 0; a half circle of radius r travelled at
+    constant angular speed in unit time gives :math:`r^2(\\pi^2 - 4)` as K grows. Average over the batch for
+    :math:`S(Z)`.
+
+    Args:
+        trajectory: ``(K + 1, B, *shape)`` points, K >= 1.
+        t_start, t_end: the times of the first and last points (floats, different).
+
+    Returns:
+        ``(B,)`` in (data units per unit time)², float64.
+
+    Raises:
+        ValueError: ``trajectory`` not a floating tensor ``(K + 1, B, *shape)`` with K >= 1 and B >= 1;
+            ``t_start``, ``t_end`` not finite or equal.
+    """
+    if not torch.is_tensor(trajectory) or not trajectory.is_floating_point() or trajectory.dim() < 3:
+        got = tuple(trajectory.shape) if torch.is_tensor(trajectory) else type(trajectory).__name__
+        raise ValueError(f"trajectory must be a floating tensor (K + 1, B, *shape), got {got}")
+    if trajectory.shape[0] < 2 or trajectory.shape[1] < 1 or trajectory.numel() == 0:
+        raise ValueError(f"trajectory must hold K + 1 >= 2 points of B >= 1 samples, "
+                         f"got shape {tuple(trajectory.shape)}")
+    _check_time_interval(t_start, t_end)
+    if t_start == t_end:
+        raise ValueError(f"t_start and t_end must differ, got {t_start!r} for both")
+    points = trajectory.detach().double().flatten(2)  # (K + 1, B, D)
+    duration = float(t_end) - float(t_start)
+    h = duration / (len(points) - 1)
+    chord = (points[-1] - points[0]) / duration  # (B, D)
+    velocities = points.diff(dim=0) / h  # (K, B, D)
+    return (velocities - chord).pow(2).sum(-1).sum(0) * h / duration
+
+
+# ---------------------------------------------------------------------------- a model and its training
+class VelocityMLP(nn.Module):
+    """An unconditional velocity field :math:`v_\\theta(x, t)`: an MLP on ``[x, embedding(t)]``.
+
+    The time enters by sines and cosines of ``emb // 2`` geometrically spaced frequencies from 1 to 1000 applied to
+    t in [0, 1] (Vaswani et al. 2017, Sec. 3.5, as :class:`dgmcourse.diffusion.EpsMLP` and
+    :class:`dgmcourse.guidance.ConditionalVelocityMLP`); SiLU activations, so that the field is smooth and its
+    divergence (:func:`dgmcourse.sde.exact_divergence`) continuous. The CPU-sized stand-in for the U-Nets of Lipman
+    et al. (2023), meant for 2-D points and latent codes.
+
+    Args:
+        dim: size of one (flattened) data point.
+        hidden: width of the hidden layers; ``n_layers``: their number.
+        emb: size of the time embedding, even.
+
+    ``forward(x, t)``: ``x (B, dim)``, ``t (B,)`` times in [0, 1] -> ``(B, dim)``, data units per unit time.
+
+    Raises:
+        ValueError: a size not a positive integer or ``emb`` odd; in ``forward``, ``x`` not ``(B, dim)`` or ``t`` not
+            ``(B,)``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, n_layers: int = 3, emb: int = 32):
+        super().__init__()
+        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers), ("emb", emb)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if emb % 2:
+            raise ValueError(f"emb must be even (sines and cosines), got {emb}")
+        self.dim = dim
+        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(1000), emb // 2)))
+        layers, width = [], dim + emb
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        if not torch.is_tensor(t) or t.shape != (len(x),):
+            raise ValueError(f"t must have shape ({len(x)},), got {tuple(getattr(t, 'shape', ()))}")
+        angle = t.to(self.freqs.dtype).unsqueeze(1) * self.freqs
+        h = torch.cat([x, torch.sin(angle).to(x.dtype), torch.cos(angle).to(x.dtype)], 1)
+        return self.net(h)
+
+
+def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int, batch_size: int = 256,
+              lr: float = 2e-3, coupling: str = "independent", x0: torch.Tensor | None = None,
+              generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
+    """Adam on the conditional flow-matching loss :func:`cfm_loss`, with a choice of coupling of noise and data.
+
+    Each step draws ``batch_size`` rows ``idx`` of ``x1`` with replacement, then noise
+    :math:`x_0 \\sim N(0, I)` and times :math:`t \\sim U[0, 1)` (in that order, from ``generator``), and pairs them:
+
+    * ``"independent"``: as drawn, :math:`q(x_0)q(x_1)` (Lipman et al. 2023, eq. 9; Algorithm 1 of rectified flow,
+      Liu, Gong & Liu 2023);
+    * ``"ot"``: the noise reordered by the minibatch optimal-transport plan (:func:`ot_coupling`; OT-CFM, Tong et al.
+      2024, Algorithm 3);
+    * ``"pairs"``: the given ``x0[idx]`` with ``x1[idx]`` (no noise drawn), e.g. the pairs of
+      :func:`reflow_coupling` for the next rectified flow (Liu, Gong & Liu 2023, Algorithm 1, "Reflow").
+
+    The learning rate decays linearly from ``lr`` to 0 (as :func:`dgmcourse.guidance.train_conditional_cfm`).
+
+    Args:
+        model: ``model(x, t) -> v`` (e.g. :class:`VelocityMLP`), trained in place on its own device, left in eval mode.
+        x1: data ``(N, *shape)``.
+        path: the probability path (e.g. :func:`linear_path`).
+        steps: Adam steps; ``batch_size``: pairs per step; ``lr``: initial learning rate, > 0.
+        coupling: ``"independent"``, ``"ot"`` or ``"pairs"``.
+        x0: the noise paired with each row of ``x1``, shaped like ``x1``: required for ``"pairs"``, None otherwise.
+        generator: a CPU ``torch.Generator`` for the draws (seed 0 when None).
+        progress: show a tqdm bar.
+
+    Returns:
+        the loss of every step (squared error summed over the data dimensions, batch mean).
+
+    Raises:
+        ValueError: ``x1`` not a non-empty floating batch, ``steps``/``batch_size`` not positive integers,
+            ``lr`` <= 0, unknown ``coupling``, ``x0`` missing or not shaped like ``x1`` for ``"pairs"`` (or given
+            for another coupling), or as :func:`cfm_loss`.
+    """
+    _check_data("x1", x1)
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if coupling not in _COUPLINGS:
+        raise ValueError(f"coupling must be one of {_COUPLINGS}, got {coupling!r}")
+    if coupling == "pairs":
+        if x0 is None:
+            raise ValueError("x0 must be given (the noise of each pair) for coupling='pairs'")
+        _check_same_shape("x1", x1, "x0", x0)
+    elif x0 is not None:
+        raise ValueError(f"x0 is only used with coupling='pairs', got coupling={coupling!r}")
+    device = next(model.parameters()).device
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=f"flow matching ({coupling})", disable=not progress):
+        idx = torch.randint(len(x1), (batch_size,), generator=generator)
+        data = x1[idx.to(x1.device)]
+        if coupling == "pairs":
+            noise = x0[idx.to(x0.device)]
+        else:
+            noise = torch.randn(data.shape, generator=generator, dtype=data.dtype).to(data.device)
+        t = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        if coupling == "ot":
+            noise = ot_coupling(noise, data)[0]
+        loss = cfm_loss(model, data.to(device), path, t=t, x0=noise.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        decay.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

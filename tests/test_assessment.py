@@ -15,6 +15,7 @@ every machine).
 """
 
 import hashlib
+import math
 from pathlib import Path
 
 import nbformat
@@ -362,3 +363,16 @@ def test_calls_library_answer_reads_the_fixtures_description():
     told = assessment.Mistake("lib", "test_f", {}, "calls dgmcourse.toy.f (not an answer: the grader gives no points)")
     assert assessment.calls_library_answer(told)
     assert not assessment.calls_library_answer(assessment.Mistake("sign", "test_f", {}, "the sign flipped"))
+
+
+def test_a9_part_5_prints_the_measured_range_of_its_flow():
+    """The range a9's ungraded RealNVP cell prints is benchmarks/reports/a9_ring_flow.json's, rounded outwards."""
+    import re
+    cell = next(c.source for c in _source("a9_flows_diffusion").cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == "demo_flow")
+    stated = re.search(r"low, high = \((\S+), (\S+)\) if SMOKE else \((\S+), (\S+)\)", cell)
+    assert stated, "the cell must set low, high = (smoke range) if SMOKE else (full range)"
+    report = read_report("a9_ring_flow")
+    for (low, high), mode in zip((stated.group(1, 2), stated.group(3, 4)), ("smoke", "full")):
+        lo, hi = report[mode]["test_nll_range"]
+        assert float(low) == math.floor(lo * 10) / 10 and float(high) == math.ceil(hi * 10) / 10, (mode, lo, hi)
