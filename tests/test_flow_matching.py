@@ -4,7 +4,9 @@ Monte Carlo checks are seeded and allow K_SE = 6 standard errors (estimated from
 implementation fails any of them with probability below 1e-7 whatever the random stream, while the errors they
 guard against (a wrong coefficient, the wrong target, a mis-weighted posterior) move the estimates by tens of
 standard errors. The exact marginal field of a mixture is checked three ways: against the closed form for one
-Gaussian, against the continuity equation of the mixture path, and as the minimiser of the CFM objective.
+Gaussian, against the continuity equation of the mixture path, and as the minimiser of the CFM objective. The
+straightness of a trajectory is checked on curves with closed-form values, the training loop by replaying its draws
+and by the loss floor of each coupling.
 """
 
 import itertools
@@ -285,6 +287,173 @@ def test_reflow_of_gaussian_data_is_the_monotone_affine_map_and_pairs_like_ot():
     assert (b < 0).double().mean().item() == pytest.approx(0.5, abs=0.15)  # both modes are reached
 
 
+# ------------------------------------------------------------- the path's density, straightness, a model
+@pytest.mark.parametrize("path", [F.linear_path(0.05), F.linear_path(), F.vp_path()], ids=["linear", "ot", "vp"])
+def test_marginal_log_prob_is_the_mixture_path_density(path):
+    x = torch.randn(9, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 1.5
+    for t in (0.0, 0.3, 0.7, 0.95):
+        torch.testing.assert_close(F.marginal_log_prob(x, t, path, MEANS, SIGMAS, WEIGHTS),
+                                   _path_log_density(x, t, path), rtol=1e-12, atol=1e-12)
+    # one time per point
+    t = torch.tensor([0.1, 0.4, 0.9] * 3, dtype=torch.float64)
+    rows = torch.stack([F.marginal_log_prob(x[i:i + 1], t[i].item(), path, MEANS, SIGMAS, WEIGHTS)[0]
+                        for i in range(9)])
+    torch.testing.assert_close(F.marginal_log_prob(x, t, path, MEANS, SIGMAS, WEIGHTS), rows)
+
+
+def test_marginal_log_prob_ends_and_the_vp_sde():
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    standard = -0.5 * x.pow(2).sum(1) - math.log(2 * math.pi)
+    torch.testing.assert_close(F.marginal_log_prob(x, 0.0, F.linear_path(), MEANS, SIGMAS, WEIGHTS), standard)
+    data = MixtureSameFamily(Categorical(probs=WEIGHTS), Independent(Normal(MEANS, SIGMAS[:, None].expand(3, 2)), 1))
+    torch.testing.assert_close(F.marginal_log_prob(x, 1.0, F.linear_path(), MEANS, SIGMAS, WEIGHTS), data.log_prob(x))
+    sde = S.VPSDE(0.1, 20.0)
+    for t in (0.1, 0.5, 0.9):
+        torch.testing.assert_close(F.marginal_log_prob(x, t, F.vp_path(0.1, 20.0), MEANS, SIGMAS, WEIGHTS),
+                                   S.mixture_marginal_log_prob(sde, x, 1 - t, MEANS, SIGMAS, WEIGHTS),
+                                   rtol=1e-10, atol=1e-10)
+    # with marginal_vector_field it solves the continuity equation d/dt log p + u . grad log p + div u = 0
+    y = x.clone().requires_grad_()
+    path, t, h = F.linear_path(), 0.6, 1e-5
+    dlogp_dt = (F.marginal_log_prob(y, t + h, path, MEANS, SIGMAS, WEIGHTS)
+                - F.marginal_log_prob(y, t - h, path, MEANS, SIGMAS, WEIGHTS)) / (2 * h)
+    grad = torch.autograd.grad(F.marginal_log_prob(y, t, path, MEANS, SIGMAS, WEIGHTS).sum(), y)[0]
+    u, div = S.exact_divergence(lambda z: F.marginal_vector_field(z, t, path, MEANS, SIGMAS, WEIGHTS), x)
+    residual = dlogp_dt.detach() + (u * grad).sum(1) + div
+    assert residual.abs().max().item() < 1e-6 and dlogp_dt.abs().max().item() > 0.1
+
+
+def test_straightness_in_closed_form():
+    K = 8
+    t = torch.linspace(0, 1, K + 1, dtype=torch.float64)
+    e = torch.tensor([0.6, -0.8], dtype=torch.float64)                      # a unit vector
+    line = (1 + t[:, None] * 3.0 * e)[:, None, :]                          # constant speed: S = 0
+    assert F.straightness(line).item() == pytest.approx(0.0, abs=1e-24)
+    # x_t = t^2 e: the same line at a varying speed; its K segments give S = (K^2 - 1) / (3 K^2) -> 1/3
+    parabola = (t[:, None] ** 2 * e)[:, None, :]
+    assert F.straightness(parabola).item() == pytest.approx((K ** 2 - 1) / (3 * K ** 2), rel=1e-12)
+    # the same points stretched over two time units: velocities halve, S divides by 4
+    assert F.straightness(parabola, 0.0, 2.0).item() == pytest.approx((K ** 2 - 1) / (12 * K ** 2), rel=1e-12)
+    # a half circle of radius r at constant angular speed: r^2 ((2 sin(pi h / 2) / h)^2 - 4) -> r^2 (pi^2 - 4)
+    r = 1.5
+    for k in (4, 64, 4096):
+        s = torch.linspace(0, 1, k + 1, dtype=torch.float64)
+        arc = (r * torch.stack([torch.cos(math.pi * s), torch.sin(math.pi * s)], 1))[:, None, :]
+        h = 1 / k
+        assert F.straightness(arc).item() == pytest.approx(r ** 2 * ((2 * math.sin(math.pi * h / 2) / h) ** 2 - 4),
+                                                           rel=1e-9)
+    assert F.straightness(arc).item() == pytest.approx(r ** 2 * (math.pi ** 2 - 4), rel=1e-6)
+    # per sample, any shape; one segment is always straight
+    batch = torch.stack([line[:, 0], parabola[:, 0], arc[::512, 0]], 1)    # (9, 3, 2)
+    assert F.straightness(batch.view(K + 1, 3, 1, 2)).shape == (3,)
+    assert F.straightness(torch.randn(2, 5, 3)).abs().max().item() == 0.0
+
+
+def test_straightness_of_the_flows_of_gaussian_data():
+    """x1 ~ N(mu, s^2 I) on the linear path. The marginal field of the independent coupling moves x0 along
+    x_t = t mu + r_t x0, r_t = sqrt((1 - t)^2 + t^2 s^2): a curve, with S = |x0|^2 int_0^1 (r_t' - (s - 1))^2 dt.
+    Its reflow coupling (x0, mu + s x0) is transported along straight lines at constant speed: S = 0."""
+    from scipy.integrate import quad
+
+    mu, s = torch.tensor([[2.0, -1.0]], dtype=torch.float64), 0.5
+    x0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    field = lambda x, t: F.marginal_vector_field(x, t, F.linear_path(), mu, s)  # noqa: E731
+    trajectory = F.heun_sample(field, x0, 400, return_trajectory=True, progress=False)
+    torch.testing.assert_close(trajectory[-1], mu + s * x0, rtol=0, atol=1e-4)
+
+    def rate_gap(t):  # r_t' - (s - 1)
+        return (t * s ** 2 - (1 - t)) / math.sqrt((1 - t) ** 2 + t ** 2 * s ** 2) - (s - 1)
+
+    integral = quad(lambda t: rate_gap(t) ** 2, 0, 1)[0]
+    torch.testing.assert_close(F.straightness(trajectory), x0.pow(2).sum(1) * integral, rtol=1e-4, atol=0)
+    assert integral > 0.01
+    # the reflow pairs' field: v(x, t) = mu + (s - 1) x0(x, t), x0 = (x - t mu) / (1 - t + t s), constant along lines
+    reflow = lambda x, t: mu + (s - 1) * (x - t[:, None] * mu) / (1 - t[:, None] + t[:, None] * s)  # noqa: E731
+    trajectory = F.euler_sample(reflow, x0, 50, return_trajectory=True, progress=False)
+    torch.testing.assert_close(trajectory[-1], mu + s * x0)
+    assert F.straightness(trajectory).max().item() < 1e-20
+
+
+def test_velocity_mlp_shapes_time_and_errors():
+    torch.manual_seed(0)
+    model = F.VelocityMLP(3, hidden=16, n_layers=2, emb=8)
+    x = torch.randn(5, 3)
+    out = model(x, torch.full((5,), 0.5))
+    assert out.shape == (5, 3) and out.dtype == torch.float32
+    assert not torch.allclose(out, model(x, torch.full((5,), 0.9)))            # the time reaches the network
+    assert model.double()(x.double(), torch.full((5,), 0.5, dtype=torch.float64)).dtype == torch.float64
+    assert sum(p.numel() for p in model.parameters()) == (3 + 8) * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3
+    for kwargs, match in [(dict(dim=0), "dim must be a positive integer"), (dict(dim=2, emb=7), "emb must be even"),
+                          (dict(dim=2, hidden=True), "hidden must be a positive integer")]:
+        with pytest.raises(ValueError, match=match):
+            F.VelocityMLP(**kwargs)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
+        model(torch.zeros(5, 2), torch.zeros(5))
+    with pytest.raises(ValueError, match=r"t must have shape \(5,\)"):
+        model(torch.zeros(5, 3), torch.zeros(5, 1))
+
+
+@pytest.mark.parametrize("coupling", ["independent", "ot", "pairs"])
+def test_train_cfm_first_step_is_the_cfm_loss_of_its_draws(coupling):
+    """Replaying the documented draws (rows, then noise, then times) gives the first step's loss exactly."""
+    import copy
+
+    x1 = _sample_mixture(40, torch.Generator().manual_seed(14)).float()
+    pairs = torch.randn(40, 2, generator=torch.Generator().manual_seed(15)) if coupling == "pairs" else None
+    torch.manual_seed(1)
+    model = F.VelocityMLP(2, hidden=16, n_layers=2, emb=8)
+    before = copy.deepcopy(model)
+    losses = F.train_cfm(model, x1, F.linear_path(), 2, batch_size=8, coupling=coupling, x0=pairs,
+                         generator=torch.Generator().manual_seed(3), progress=False)
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(40, (8,), generator=g)
+    noise = pairs[idx] if coupling == "pairs" else torch.randn(8, 2, generator=g)
+    t = torch.rand(8, generator=g, dtype=torch.float64)
+    if coupling == "ot":
+        noise = F.ot_coupling(noise, x1[idx])[0]
+    with torch.no_grad():
+        expected = F.cfm_loss(before, x1[idx], F.linear_path(), t=t, x0=noise).item()
+    assert len(losses) == 2 and losses[0] == pytest.approx(expected, rel=1e-6)
+    assert not model.training and any(not torch.equal(a, b) for a, b in zip(model.parameters(), before.parameters()))
+
+
+def test_train_cfm_reaches_the_floor_of_its_coupling():
+    """Data x1 = x0 + c. Paired with their own noise the target x1 - x0 = c is a constant field: the loss goes to 0.
+    With independent noise x1 ~ N(c, I) and the conditional target keeps a variance whose mean over t is
+    2 - int_0^1 (2t - 1)^2 / (t^2 + (1 - t)^2) dt = pi / 2 per coordinate: the loss cannot go below pi in 2-D."""
+    g = torch.Generator().manual_seed(16)
+    x0 = torch.randn(4000, 2, generator=g)
+    c = torch.tensor([3.0, -1.0])
+    ends = {}
+    for coupling in ("pairs", "independent"):
+        torch.manual_seed(2)
+        model = F.VelocityMLP(2, hidden=32, n_layers=2, emb=8)
+        losses = F.train_cfm(model, x0 + c, F.linear_path(), 400, batch_size=128, lr=5e-3, coupling=coupling,
+                             x0=x0 if coupling == "pairs" else None, generator=torch.Generator().manual_seed(4),
+                             progress=False)
+        ends[coupling] = sum(losses[-100:]) / 100
+        if coupling == "pairs":
+            with torch.no_grad():
+                v = model(torch.randn(200, 2, generator=g) + c / 2, torch.full((200,), 0.5))
+            assert (v - c).abs().max().item() < 0.2
+    assert ends["pairs"] < 0.02 and ends["independent"] > 0.85 * math.pi
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(coupling="sinkhorn"), "coupling must be one of"),
+    (dict(coupling="pairs"), "x0 must be given"),
+    (dict(x0=torch.zeros(10, 2)), "x0 is only used with coupling='pairs'"),
+    (dict(coupling="pairs", x0=torch.zeros(9, 2)), "x0 must have the shape of x1"),
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(batch_size=2.0), "batch_size must be a positive integer"),
+    (dict(lr=0.0), "lr must be positive"),
+])
+def test_train_cfm_rejects_bad_input(kwargs, match):
+    settings = dict(steps=1, progress=False) | kwargs
+    with pytest.raises(ValueError, match=match):
+        F.train_cfm(F.VelocityMLP(2, hidden=4, n_layers=1, emb=2), torch.zeros(10, 2), F.linear_path(), **settings)
+
+
 # ------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("call, match", [
     (lambda: F.linear_path(-0.1), r"sigma_min must lie in \[0, 1\)"),
@@ -312,6 +481,15 @@ def test_reflow_of_gaussian_data_is_the_monotone_affine_map_and_pairs_like_ot():
     (lambda: F.ot_coupling(torch.zeros(3, 2), torch.zeros(4, 2)), "equal batch sizes without replace"),
     (lambda: F.ot_plan(torch.zeros(3, 2), torch.zeros(3, 3)), "points of one shape"),
     (lambda: F.reflow_coupling(lambda x, t: x, torch.zeros(3, 2), method="rk4"), "method must be one of"),
+    (lambda: F.marginal_log_prob(torch.zeros(3, 2), 1.5, F.linear_path(), torch.zeros(2, 2), 0.1),
+     r"times in \[0, 1\]"),
+    (lambda: F.marginal_log_prob(torch.zeros(3, 2), 0.5, F.linear_path(), torch.zeros(2, 3), 0.1),
+     r"means must be a tensor \(K, 2\)"),
+    (lambda: F.straightness(torch.zeros(4, 3)), r"trajectory must be a floating tensor \(K \+ 1, B, \*shape\)"),
+    (lambda: F.straightness(torch.zeros(1, 3, 2)), "K \\+ 1 >= 2 points"),
+    (lambda: F.straightness(torch.zeros(4, 3, 2, dtype=torch.long)), "trajectory must be a floating tensor"),
+    (lambda: F.straightness(torch.zeros(4, 3, 2), 0.5, 0.5), "t_start and t_end must differ"),
+    (lambda: F.straightness(torch.zeros(4, 3, 2), 0.0, math.inf), "t_end must be a finite float"),
 ])
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
