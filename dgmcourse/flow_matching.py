@@ -781,11 +781,7 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
             for another coupling), or as :func:`cfm_loss`.
     """
     _check_data("x1", x1)
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    _check_training(steps, batch_size, lr)
     if coupling not in _COUPLINGS:
         raise ValueError(f"coupling must be one of {_COUPLINGS}, got {coupling!r}")
     if coupling == "pairs":
@@ -796,11 +792,8 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
         raise ValueError(f"x0 is only used with coupling='pairs', got coupling={coupling!r}")
     device = next(model.parameters()).device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc=f"flow matching ({coupling})", disable=not progress):
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(len(x1), (batch_size,), generator=generator)
         data = x1[idx.to(x1.device)]
         if coupling == "pairs":
@@ -810,7 +803,28 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
         t = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         if coupling == "ot":
             noise = ot_coupling(noise, data)[0]
-        loss = cfm_loss(model, data.to(device), path, t=t, x0=noise.to(device))
+        return cfm_loss(model, data.to(device), path, t=t, x0=noise.to(device))
+
+    return _adam_linear_decay(model, step_loss, steps, lr, f"flow matching ({coupling})", progress)
+
+
+def _check_training(steps, batch_size, lr) -> None:
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+
+
+def _adam_linear_decay(model: nn.Module, step_loss: Callable[[], torch.Tensor], steps: int, lr: float, desc: str,
+                       progress: bool) -> list[float]:
+    """Adam on ``step_loss()`` for ``steps`` steps, lr decayed linearly from ``lr`` to 0; the model left in eval."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        loss = step_loss()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -31,10 +31,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dgmcourse.diffusion import _check_data, _check_same_shape
-from dgmcourse.flow_matching import GaussianPath, cfm_loss
+from dgmcourse.flow_matching import GaussianPath, _adam_linear_decay, _check_training, cfm_loss
 
 __all__ = ["drop_labels", "classifier_free_guidance", "classifier_guidance", "classifier_log_prob_grad",
            "ConditionalVelocityMLP", "train_conditional_cfm", "guided_velocity"]
@@ -249,30 +248,18 @@ def train_conditional_cfm(model: ConditionalVelocityMLP, x1: torch.Tensor, y: to
     _check_labels(y)
     if y.shape != (len(x1),) or bool(((y < 0) | (y >= model.num_classes)).any()):
         raise ValueError(f"y must be ({len(x1)},) labels in [0, {model.num_classes})")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    _check_training(steps, batch_size, lr)
     device = next(model.parameters()).device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="conditional flow matching", disable=not progress):
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(len(x1), (batch_size,), generator=generator)
         labels = drop_labels(y[idx], p_uncond, model.null_label, generator).to(device)
         t = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         x0 = torch.randn(batch_size, model.dim, generator=generator).to(device)
-        loss = cfm_loss(lambda x, s: model(x, s, labels), x1[idx].to(device), path, t=t, x0=x0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        decay.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        return cfm_loss(lambda x, s: model(x, s, labels), x1[idx].to(device), path, t=t, x0=x0)
+
+    return _adam_linear_decay(model, step_loss, steps, lr, "conditional flow matching", progress)
 
 
 def guided_velocity(model: ConditionalVelocityMLP, y: torch.Tensor, scale: float
