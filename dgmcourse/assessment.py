@@ -692,11 +692,17 @@ def evidence_inputs(assignment: str, kind: str, root: str | Path = ROOT) -> dict
 GRADING_ENTRY_POINTS = ("from dgmcourse.assessment import grade_variants, judge, reference_run, autograde_plain",)
 
 
+# Pins of requirements.txt that no evidence depends on: packages only tests import, as references to check
+# the course's own code against (tests/test_environment.py checks that nothing else imports them).
+TEST_REFERENCES = ("torchdiffeq", "torchsde", "torchcfm")
+
+
 def code_inputs(files: list[Path], root: str | Path = ROOT, code: tuple[str, ...] = ()) -> dict[str, str]:
     """The digests of :func:`evidence_inputs` for any files: each file by its meaning (notebooks: code
     cells' ASTs and nbgrader metadata; Python: AST without docstrings; others: bytes; a missing file:
     "missing"), the ``dgmcourse`` definitions their code reaches (:func:`used_definitions`), the package
-    data files that reached code names, and the pins of ``requirements.txt``. ``code``: more sources
+    data files that reached code names, and the pins of ``requirements.txt`` (but :data:`TEST_REFERENCES`).
+    ``code``: more sources
     whose reach counts (e.g. an import of the functions that use the files).
 
     Returns:
@@ -722,8 +728,8 @@ def code_inputs(files: list[Path], root: str | Path = ROOT, code: tuple[str, ...
     for path in sorted((root / "dgmcourse" / "weights").glob("*")):   # package data the reached code names
         if repr(path.name) in reached:
             meaning[path] = path.read_bytes()
-    pins = sorted(line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()
-                  if "==" in line.split("#")[0])
+    pins = sorted(pin for line in (root / "requirements.txt").read_text().splitlines()
+                  if "==" in (pin := line.split("#")[0].strip()) and pin.split("==")[0] not in TEST_REFERENCES)
     meaning[root / "requirements.txt"] = "\n".join(pins)
 
     def sha(value):
