@@ -182,3 +182,21 @@ def test_the_installed_environment_is_the_lock():
     installed = {(_normalise(d.metadata["Name"]), d.version) for d in distributions(path=site)}
     extra = {(name, version) for name, version in installed - locked if name not in ("pip", "dgmcourse")}
     assert extra == set(), "installed but not locked at this version"
+
+
+def test_test_references_are_pinned_test_extras_that_only_tests_import():
+    """The evidence digests leave out the pins of assessment.TEST_REFERENCES: that is sound only while no course
+    code, notebook or grading file imports them, and they are pinned test extras."""
+    from dgmcourse.assessment import TEST_REFERENCES
+
+    requirements = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    test_extras = _pins(extras["test"])
+    assert set(TEST_REFERENCES) <= set(test_extras) and all(name in requirements for name in TEST_REFERENCES)
+    pattern = re.compile(rf"^\s*\"?(?:import|from)\s+({'|'.join(TEST_REFERENCES)})\b", re.MULTILINE)
+    files = [p for folder in ("dgmcourse", "lectures", "solutions", "assignments", "benchmarks", "docs")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".ipynb")] + [ROOT / "nbgrader_config.py"]
+    assert len(files) > 40
+    importers = [str(p.relative_to(ROOT)) for p in files if pattern.search(p.read_text())]
+    assert importers == []
+    assert pattern.search((ROOT / "tests" / "test_sde.py").read_text())  # the pattern finds a real import

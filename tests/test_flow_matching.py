@@ -494,3 +494,89 @@ def test_train_cfm_rejects_bad_input(kwargs, match):
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------ against torchcfm and torchdiffeq
+def _mixture_field(path: F.GaussianPath):
+    return lambda x, t: F.marginal_vector_field(x, t, path, MEANS, SIGMAS, WEIGHTS)  # noqa: E731
+
+
+@pytest.mark.parametrize("sigma_min", [0.0, 0.1])
+def test_conditional_path_and_cfm_target_agree_with_torchcfm(sigma_min):
+    """torchcfm's TargetConditionalFlowMatcher is Lipman et al.'s path (eqs. 20-21) and its ConditionalFlowMatcher
+    with sigma = 0 is rectified flow's; on the same draws both give our x_t and targets, and our cfm_loss."""
+    from torchcfm.conditional_flow_matching import ConditionalFlowMatcher, TargetConditionalFlowMatcher
+
+    g = torch.Generator().manual_seed(20)
+    x1, eps = _sample_mixture(64, g), torch.randn(64, 2, generator=g, dtype=torch.float64)
+    t = torch.rand(64, generator=g, dtype=torch.float64) * 0.99
+    path = F.linear_path(sigma_min)
+    lipman = TargetConditionalFlowMatcher(sigma=sigma_min)
+    xt = lipman.sample_xt(eps, x1, t, eps)
+    torch.testing.assert_close(F.conditional_flow(eps, x1, t, path), xt, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(F.conditional_vector_field(xt, x1, t, path),
+                               lipman.compute_conditional_flow(eps, x1, t, xt), rtol=1e-10, atol=1e-10)
+    # the loss: our target d sigma x0 + d alpha x1 is the conditional field at x_t
+    model = F.VelocityMLP(2, hidden=16).double()
+    ut = lipman.compute_conditional_flow(eps, x1, t, xt)
+    expected = (model(xt, t) - ut).pow(2).sum(1).mean()
+    torch.testing.assert_close(F.cfm_loss(model, x1, path, t=t, x0=eps), expected, rtol=1e-10, atol=1e-12)
+    if sigma_min == 0.0:  # Tong et al.'s independent CFM with sigma = 0: x_t = t x1 + (1 - t) x0, u_t = x1 - x0
+        t_, xt_, ut_ = ConditionalFlowMatcher(sigma=0.0).sample_location_and_conditional_flow(eps, x1, t)
+        torch.testing.assert_close(xt_, xt, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ut_, ut, rtol=1e-10, atol=1e-10)
+
+
+def test_ot_plan_and_ot_cfm_pairs_agree_with_torchcfm():
+    """torchcfm's exact OT sampler solves the same minibatch problem: the same plan, and every pair its OT-CFM
+    matcher draws (with replacement, from that plan) is a pair of our permutation, with target x1 - x0."""
+    from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+    from torchcfm.optimal_transport import OTPlanSampler
+
+    g = torch.Generator().manual_seed(21)
+    x0, x1 = torch.randn(48, 2, generator=g, dtype=torch.float64), _sample_mixture(48, g)
+    plan = F.ot_plan(x0, x1)
+    reference = torch.from_numpy(OTPlanSampler(method="exact").get_map(x0, x1))
+    torch.testing.assert_close(plan, reference, rtol=0, atol=1e-12)
+    x0_paired, _ = F.ot_coupling(x0, x1)
+    ours = {tuple(np.round(torch.cat([a, b]).numpy(), 9)) for a, b in zip(x0_paired, x1)}
+    np.random.seed(0)  # torchcfm draws its pairs with numpy's global stream
+    t = torch.full((48,), 0.3, dtype=torch.float64)
+    _, xt, ut = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0).sample_location_and_conditional_flow(x0, x1, t)
+    a, b = xt - 0.3 * ut, xt + 0.7 * ut  # x_t = x0 + t u_t with u_t = x1 - x0 recovers the pair
+    theirs = {tuple(np.round(torch.cat([p, q]).numpy(), 9)) for p, q in zip(a, b)}
+    assert len(theirs) > 20 and theirs <= ours
+
+
+@pytest.mark.parametrize("method, theirs", [("euler", "euler"), ("heun", "heun2")])
+def test_fixed_step_samplers_are_torchdiffeqs_on_the_same_grid(method, theirs):
+    """Euler and Heun (explicit trapezoid) are torchdiffeq's 'euler' and 'heun2' tableaux: on the same grid
+    they agree to rounding on the exact mixture field."""
+    from torchdiffeq import odeint
+
+    path, n = F.linear_path(0.01), 12
+    v = _mixture_field(path)
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    sampler = F.euler_sample if method == "euler" else F.heun_sample
+    ours = sampler(v, x, n, progress=False)
+    grid = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+    reference = odeint(lambda t, y: v(y, t.expand(len(y))), x, grid, method=theirs)[-1]
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_samplers_converge_to_torchdiffeqs_adaptive_solution_at_their_orders():
+    """Against dopri5 at rtol 1e-10 (made to step onto t = 1, not past it, where the field is not defined):
+    Euler's error halves and Heun's quarters when the steps double."""
+    from torchdiffeq import odeint
+
+    path = F.linear_path(0.01)
+    v = _mixture_field(path)
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
+    exact = odeint(lambda t, y: v(y, t.expand(len(y))), x, torch.tensor([0.0, 1.0], dtype=torch.float64),
+                   method="dopri5", rtol=1e-10, atol=1e-10, options={"step_t": torch.tensor([1.0])})[-1]
+    errors = {name: [(sampler(v, x, n, progress=False) - exact).abs().max().item() for n in (100, 200, 400)]
+              for name, sampler in (("euler", F.euler_sample), ("heun", F.heun_sample))}
+    for name, order in (("euler", 1), ("heun", 2)):
+        ratios = [a / b for a, b in zip(errors[name], errors[name][1:])]
+        assert all(abs(math.log2(r) - order) < 0.3 for r in ratios), (name, errors[name])
+    assert errors["heun"][-1] < 1e-4 < errors["euler"][-1]
