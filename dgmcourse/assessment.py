@@ -878,6 +878,11 @@ def _run_outcome(run: dict) -> dict:
     return {"passed": dict(sorted(run["passed"].items())), "errors": run["errors"]}
 
 
+# Alternatives (and mistakes) re-graded per run while an assignment's evidence is unchanged: one of each keeps
+# `make test` within its 900 s on 2 cores; over runs the fresh draws cover every variant.
+EVIDENCE_SAMPLE = 1
+
+
 def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Path = EVIDENCE,
                    rng: random.Random | None = None, jobs: int = 1) -> tuple[str, list[str]]:
     """Re-verify an assignment's grading evidence, re-measuring all of it only when it is stale.
@@ -887,8 +892,8 @@ def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Pat
     :data:`CI_RUNS` (which graded tests passed, which cells raised), stored with the digest of
     :func:`evidence_inputs` (kind ``"grading"``).
 
-    * Digest unchanged: grades a sample chosen afresh (two alternatives, two mistakes) and one
-      reference run on a random CI seed; a problem for each sampled outcome that differs from the
+    * Digest unchanged: grades a sample chosen afresh (:data:`EVIDENCE_SAMPLE` alternatives and as many
+      mistakes) and one reference run on a random CI seed; a problem for each sampled outcome that differs from the
       stored one. Stored evidence is never the only proof of itself.
     * Digest changed (or nothing stored): grades every variant, runs every CI seed and grades the
       solution and the untouched release through plain ``nbgrader autograde`` (:func:`autograde_plain`);
@@ -918,7 +923,7 @@ def check_evidence(assignment: str, root: str | Path = ROOT, evidence: str | Pat
         mistakes = sorted(k for k in everything if k.startswith("mistake-"))
         if len(alternatives) < 2 or len(mistakes) < 2:
             raise ValueError(f"assignment: {assignment} needs >= 2 alternatives and >= 2 mistakes to sample")
-        sample = rng.sample(alternatives, 2) + rng.sample(mistakes, 2)
+        sample = rng.sample(alternatives, EVIDENCE_SAMPLE) + rng.sample(mistakes, EVIDENCE_SAMPLE)
         seed, threads = rng.choice(CI_RUNS)
         graded = grade_variants(assignment, {k: everything[k] for k in sample}, root, jobs=jobs, smoke=True)
         run = _run_outcome(reference_run(assignment, seed, threads, smoke=True, root=root))
