@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -60,7 +59,7 @@ from dgmcourse import guidance
 from dgmcourse import sde
 from dgmcourse.classifier import load_classifier, predict_proba
 from dgmcourse.data import load_mnist
-from dgmcourse.reports import machine, read_report, write_report
+from dgmcourse.reports import read_report
 from dgmcourse.vae import MLPVAE, train_vae
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -291,7 +290,7 @@ def digits_run(seed: int, smoke: bool, x_train, y_train, x_test, classifier) -> 
         x, s_cpu, s_wall = df.timed(draw)
         probs = predict_proba(classifier, x)
         scales[f"{w:g}"] = {"accuracy": (probs.argmax(1) == labels).float().mean().item(),
-                            **{k: v for k, v in df.digit_scores(x, x_test, classifier).items()},
+                            **df.digit_scores(x, x_test, classifier),
                             "sample_cpu_s": s_cpu, "sample_wall_s": s_wall}
     return {"seed": seed, "train_cpu_s": vae_cpu + cpu, "train_wall_s": vae_wall + wall, "vae_train_cpu_s": vae_cpu,
             "scales": scales}
@@ -367,10 +366,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    tuned = sorted(set(args.seeds) & set(TUNED_ON))
     report = {"smoke": args.smoke, "seeds": args.seeds, "tuned_on_seeds": TUNED_ON,
-              "seeds_note": ("report seeds, never tuned on" if not tuned else
-                             f"seeds {tuned} were used for tuning: not an independent measurement"),
+              "seeds_note": df.seeds_note(args.seeds, TUNED_ON),
               "torch_threads": THREADS, "n_eval_samples": N_EVAL, "sampling_steps": steps_grid(args.smoke),
               "settings": {"flow": FLOW, "ot_cfm": OT, "reflow": REFLOW, "likelihood": NLL,
                            "diffusion": df.DIFFUSION, "digits": DIGITS, **({"smoke": SMOKE} if args.smoke else {})},
@@ -384,14 +381,7 @@ def main() -> None:
         digits_part(args.seeds, args.smoke, report)
     report["targets_met"] = targets(report)
     report["total_wall_s"] = time.perf_counter() - start
-    if args.out is None:
-        path = write_report("continuous", report)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"name": "continuous", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                            time.gmtime()),
-                                        "machine": machine(), **report}, indent=2) + "\n")
-        path = args.out
+    path = df.save("continuous", report, args.out)
     print(f"report: {path}")
     for data, rows in report.get("toy", {}).items():
         for name in MODELS:

@@ -388,6 +388,23 @@ def targets(report: dict) -> dict:
     return out
 
 
+def seeds_note(seeds, tuned_on) -> str:
+    """Whether the report's seeds are independent of the tuning."""
+    tuned = sorted(set(seeds) & set(tuned_on))
+    return ("report seeds, never tuned on" if not tuned else
+            f"seeds {tuned} were used for tuning: not an independent measurement")
+
+
+def save(name: str, report: dict, out: Path | None) -> Path:
+    """``benchmarks/reports/<name>.json`` through ``write_report``, or ``out`` with the same header."""
+    if out is None:
+        return write_report(name, report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"name": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "machine": machine(), **report}, indent=2) + "\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", choices=("toy", "digits"), default=["toy", "digits"])
@@ -399,10 +416,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    tuned = sorted(set(args.seeds) & set(TUNED_ON))
     report = {"smoke": args.smoke, "seeds": args.seeds, "tuned_on_seeds": TUNED_ON,
-              "seeds_note": ("report seeds, never tuned on" if not tuned else
-                             f"seeds {tuned} were used for tuning: not an independent measurement"),
+              "seeds_note": seeds_note(args.seeds, TUNED_ON),
               "torch_threads": THREADS, "n_eval_samples": N_EVAL, "T": T,
               "settings": {"diffusion": DIFFUSION, "flow": FLOW, "gan_recipes": GAN_RECIPES,
                            "gan_settings": {d: {**a, "batch_size": gan_modes.BATCH_SIZE, "lr": gan_modes.LR}
@@ -418,14 +433,7 @@ def main() -> None:
         digits_part(args.seeds, args.smoke, report)
     report["targets_met"] = targets(report)
     report["total_wall_s"] = time.perf_counter() - start
-    if args.out is None:
-        path = write_report("diffusion_flows", report)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"name": "diffusion_flows",
-                                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                        "machine": machine(), **report}, indent=2) + "\n")
-        path = args.out
+    path = save("diffusion_flows", report, args.out)
     print(f"report: {path}")
     for data, rows in report.get("toy", {}).items():
         for name, r in rows.items():
