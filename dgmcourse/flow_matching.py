@@ -747,11 +747,17 @@ class VelocityMLP(nn.Module):
 
 def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int, batch_size: int = 256,
               lr: float = 2e-3, coupling: str = "independent", x0: torch.Tensor | None = None,
+              t_distribution: torch.distributions.Distribution | None = None,
               generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
     """Adam on the conditional flow-matching loss :func:`cfm_loss`, with a choice of coupling of noise and data.
 
     Each step draws ``batch_size`` rows ``idx`` of ``x1`` with replacement, then noise
-    :math:`x_0 \\sim N(0, I)` and times :math:`t \\sim U[0, 1)` (in that order, from ``generator``), and pairs them:
+    :math:`x_0 \\sim N(0, I)` and uniforms :math:`u \\sim U[0, 1)` (in that order, from ``generator``); the times
+    are :math:`t = u`, or :math:`t = F^{-1}(u)` for a ``t_distribution`` with CDF F, e.g. the logit-normal
+    ``TransformedDistribution(Normal(m, s), SigmoidTransform())`` of Esser et al. (2024, "Scaling Rectified Flow
+    Transformers for High-Resolution Image Synthesis", sec. 3.1), which spends the training on the middle times
+    where samples choose their mode (the loss stays minimised by the same marginal field: a time density only
+    reweights the times). Then it pairs noise and data:
 
     * ``"independent"``: as drawn, :math:`q(x_0)q(x_1)` (Lipman et al. 2023, eq. 9; Algorithm 1 of rectified flow,
       Liu, Gong & Liu 2023);
@@ -769,6 +775,8 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
         steps: Adam steps; ``batch_size``: pairs per step; ``lr``: initial learning rate, > 0.
         coupling: ``"independent"``, ``"ot"`` or ``"pairs"``.
         x0: the noise paired with each row of ``x1``, shaped like ``x1``: required for ``"pairs"``, None otherwise.
+        t_distribution: a ``torch.distributions.Distribution`` on [0, 1] with an ``icdf`` (drawn by inversion, so
+            that ``generator`` fixes the times), or None for U[0, 1).
         generator: a CPU ``torch.Generator`` for the draws (seed 0 when None).
         progress: show a tqdm bar.
 
@@ -778,7 +786,8 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
     Raises:
         ValueError: ``x1`` not a non-empty floating batch, ``steps``/``batch_size`` not positive integers,
             ``lr`` <= 0, unknown ``coupling``, ``x0`` missing or not shaped like ``x1`` for ``"pairs"`` (or given
-            for another coupling), or as :func:`cfm_loss`.
+            for another coupling), ``t_distribution`` not a distribution with an ``icdf`` into [0, 1], or as
+            :func:`cfm_loss`.
     """
     _check_data("x1", x1)
     _check_training(steps, batch_size, lr)
@@ -790,6 +799,8 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
         _check_same_shape("x1", x1, "x0", x0)
     elif x0 is not None:
         raise ValueError(f"x0 is only used with coupling='pairs', got coupling={coupling!r}")
+    if t_distribution is not None:
+        _check_time_distribution(t_distribution)
     device = next(model.parameters()).device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
@@ -801,11 +812,24 @@ def train_cfm(model: nn.Module, x1: torch.Tensor, path: GaussianPath, steps: int
         else:
             noise = torch.randn(data.shape, generator=generator, dtype=data.dtype).to(data.device)
         t = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        if t_distribution is not None:
+            t = t_distribution.icdf(t).to(torch.float64)
         if coupling == "ot":
             noise = ot_coupling(noise, data)[0]
         return cfm_loss(model, data.to(device), path, t=t, x0=noise.to(device))
 
     return _adam_linear_decay(model, step_loss, steps, lr, f"flow matching ({coupling})", progress)
+
+
+def _check_time_distribution(t_distribution) -> None:
+    if not isinstance(t_distribution, torch.distributions.Distribution):
+        raise ValueError(f"t_distribution must be a torch.distributions.Distribution, got {t_distribution!r}")
+    try:
+        probe = t_distribution.icdf(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    except NotImplementedError:
+        raise ValueError(f"t_distribution must have an icdf (times are drawn by inversion), got {t_distribution}")
+    if probe.shape != (3,) or probe.isnan().any() or (probe < 0).any() or (probe > 1).any():
+        raise ValueError(f"t_distribution must be a scalar distribution on [0, 1], got {t_distribution}")
 
 
 def _check_training(steps, batch_size, lr) -> None:

@@ -393,22 +393,34 @@ def test_velocity_mlp_shapes_time_and_errors():
         model(torch.zeros(5, 3), torch.zeros(5, 1))
 
 
-@pytest.mark.parametrize("coupling", ["independent", "ot", "pairs"])
-def test_train_cfm_first_step_is_the_cfm_loss_of_its_draws(coupling):
-    """Replaying the documented draws (rows, then noise, then times) gives the first step's loss exactly."""
+LOGIT_NORMAL = (0.75, 1.0)
+
+
+@pytest.mark.parametrize("coupling, logit_normal", [("independent", None), ("ot", None), ("pairs", None),
+                                                    ("independent", LOGIT_NORMAL)])
+def test_train_cfm_first_step_is_the_cfm_loss_of_its_draws(coupling, logit_normal):
+    """Replaying the documented draws (rows, then noise, then uniforms u, the times t = u or, for the logit-normal
+    density, t = sigmoid(m + s * Phi^-1(u)) by scipy) gives the first step's loss exactly."""
     import copy
+
+    from scipy.special import expit
+    from scipy.stats import norm
+    from torch.distributions import Normal, SigmoidTransform, TransformedDistribution
 
     x1 = _sample_mixture(40, torch.Generator().manual_seed(14)).float()
     pairs = torch.randn(40, 2, generator=torch.Generator().manual_seed(15)) if coupling == "pairs" else None
     torch.manual_seed(1)
     model = F.VelocityMLP(2, hidden=16, n_layers=2, emb=8)
     before = copy.deepcopy(model)
+    times = TransformedDistribution(Normal(*logit_normal), SigmoidTransform()) if logit_normal else None
     losses = F.train_cfm(model, x1, F.linear_path(), 2, batch_size=8, coupling=coupling, x0=pairs,
-                         generator=torch.Generator().manual_seed(3), progress=False)
+                         t_distribution=times, generator=torch.Generator().manual_seed(3), progress=False)
     g = torch.Generator().manual_seed(3)
     idx = torch.randint(40, (8,), generator=g)
     noise = pairs[idx] if coupling == "pairs" else torch.randn(8, 2, generator=g)
     t = torch.rand(8, generator=g, dtype=torch.float64)
+    if logit_normal:
+        t = torch.from_numpy(expit(logit_normal[0] + logit_normal[1] * norm.ppf(t.numpy())))
     if coupling == "ot":
         noise = F.ot_coupling(noise, x1[idx])[0]
     with torch.no_grad():
@@ -447,6 +459,10 @@ def test_train_cfm_reaches_the_floor_of_its_coupling():
     (dict(steps=0), "steps must be a positive integer"),
     (dict(batch_size=2.0), "batch_size must be a positive integer"),
     (dict(lr=0.0), "lr must be positive"),
+    (dict(t_distribution=0.5), "t_distribution must be a torch.distributions.Distribution"),
+    (dict(t_distribution=torch.distributions.Beta(2.0, 2.0)), "t_distribution must have an icdf"),
+    (dict(t_distribution=torch.distributions.Normal(0.5, 1.0)),
+     r"t_distribution must be a scalar distribution on \[0, 1\]"),
 ])
 def test_train_cfm_rejects_bad_input(kwargs, match):
     settings = dict(steps=1, progress=False) | kwargs
