@@ -694,7 +694,7 @@ GRADING_ENTRY_POINTS = ("from dgmcourse.assessment import grade_variants, judge,
 
 # Pins of requirements.txt that no evidence depends on: packages only tests import, as references to check
 # the course's own code against (tests/test_environment.py checks that nothing else imports them).
-TEST_REFERENCES = ("torchdiffeq", "torchsde", "torchcfm")
+TEST_REFERENCES = ("torchdiffeq", "torchsde", "torchcfm", "prdc")
 
 
 def code_inputs(files: list[Path], root: str | Path = ROOT, code: tuple[str, ...] = ()) -> dict[str, str]:

@@ -12,6 +12,9 @@ module gives the measures the course uses, each readable and tested against a re
   closest training image, distances compared with held-out real images);
 * :func:`frechet_distance` between Gaussians and :func:`classifier_frechet_distance` in the
   feature space of the course's MNIST classifier (NOT the Inception FID, see its docstring);
+* fidelity and diversity apart: :func:`precision_recall_density_coverage` (k-nearest-neighbour
+  balls around feature vectors) and :func:`classifier_precision_recall_density_coverage` (the same
+  in the classifier's feature space);
 * log-likelihoods: :func:`gaussian_kde_log_density` (continuous Parzen window),
   :func:`bernoulli_kde_log_likelihood` (its discrete analogue for binary images) and
   :func:`bits_per_dim`, the one unit in which the VAE (IWAE bound), the PixelCNN (exact) and a
@@ -32,6 +35,7 @@ __all__ = [
     "class_histogram", "collision_entropy", "renyi_entropy", "confidence",
     "nearest_neighbours", "MemorisationReport", "memorisation_check",
     "gaussian_statistics", "frechet_distance", "classifier_frechet_distance",
+    "precision_recall_density_coverage", "classifier_precision_recall_density_coverage",
     "gaussian_kde_log_density", "bernoulli_kde_log_likelihood", "bits_per_dim",
 ]
 
@@ -320,6 +324,22 @@ def _classifier_features(model, x: torch.Tensor, batch_size: int) -> torch.Tenso
     return torch.cat([model.features(chunk.to(device)).flatten(1).cpu() for chunk in x.split(batch_size)])
 
 
+def _image_features(model, batch_size: int, **images: torch.Tensor) -> list[torch.Tensor]:
+    """Classifier features ``(N, D)`` of each named ``(N, 1, 28, 28)`` image set (``N >= 2``), computed
+    in eval mode by ``model`` (default ``load_classifier()``), whose mode is restored afterwards."""
+    for name, x in images.items():
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28) or len(x) < 2:
+            raise ValueError(f"{name} must have shape (N, 1, 28, 28) with N >= 2, got {tuple(x.shape)}")
+    if model is None:
+        from dgmcourse.classifier import load_classifier
+        model = load_classifier()
+    was_training = model.training
+    model.eval()
+    features = [_classifier_features(model, x, batch_size) for x in images.values()]
+    model.train(was_training)
+    return features
+
+
 def classifier_frechet_distance(x_a: torch.Tensor, x_b: torch.Tensor, model=None,
                                 batch_size: int = 500) -> float:
     """Fréchet distance between two image sets in the feature space of the course's MNIST
@@ -347,18 +367,111 @@ def classifier_frechet_distance(x_a: torch.Tensor, x_b: torch.Tensor, model=None
     Raises:
         ValueError: inputs that are not ``(N, 1, 28, 28)`` with ``N >= 2``.
     """
-    for name, x in (("x_a", x_a), ("x_b", x_b)):
-        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28) or len(x) < 2:
-            raise ValueError(f"{name} must have shape (N, 1, 28, 28) with N >= 2, got {tuple(x.shape)}")
-    if model is None:
-        from dgmcourse.classifier import load_classifier
-        model = load_classifier()
-    was_training = model.training
-    model.eval()
-    stats_a = gaussian_statistics(_classifier_features(model, x_a, batch_size))
-    stats_b = gaussian_statistics(_classifier_features(model, x_b, batch_size))
-    model.train(was_training)
-    return frechet_distance(*stats_a, *stats_b)
+    features_a, features_b = _image_features(model, batch_size, x_a=x_a, x_b=x_b)
+    return frechet_distance(*gaussian_statistics(features_a), *gaussian_statistics(features_b))
+
+
+# --------------------------------------------------------------------------- precision, recall, density, coverage
+
+
+def _check_features(features, name: str) -> torch.Tensor:
+    f = torch.as_tensor(features).detach().cpu()
+    if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, d) with N, d >= 1, got {tuple(f.shape)}")
+    f = f.to(torch.float64)
+    if not torch.isfinite(f).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return f
+
+
+def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``(len(a), len(b))`` from exact differences (a point is at distance 0 from itself)."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def _knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
+    """``NND_k``: the ``(N,)`` distances from each point to its k-th nearest neighbour among the others."""
+    return _distances(features, features).kthvalue(k + 1, dim=1).values  # the 1st smallest: the point itself
+
+
+def precision_recall_density_coverage(real_features, fake_features, k: int = 5) -> dict[str, float]:
+    """Fidelity (precision, density) and diversity (recall, coverage) of generated samples, from the
+    k-nearest-neighbour balls ``B(x, NND_k(x))`` around feature vectors.
+
+    ``NND_k(x)`` is the distance from ``x`` to its k-th nearest neighbour in its own set (itself
+    excluded). With real ``X_1..X_N`` and generated (fake) ``Y_1..Y_M``:
+
+    * precision ``= 1/M sum_j 1[Y_j in some real ball B(X_i, NND_k(X_i))]``: how many samples look real;
+    * recall ``= 1/N sum_i 1[X_i in some fake ball B(Y_j, NND_k(Y_j))]``: how much of the data the
+      generator reaches (Kynkäänniemi et al. 2019, "Improved Precision and Recall Metric for
+      Assessing Generative Models", Eqs. 1-2);
+    * density ``= 1/(kM) sum_j sum_i 1[Y_j in B(X_i, NND_k(X_i))]``: how many real balls hold a sample,
+      about 1 when fake and real are alike, above 1 where samples crowd in dense real regions;
+    * coverage ``= 1/N sum_i 1[some Y_j in B(X_i, NND_k(X_i))]``: the fraction of real balls that hold
+      a sample (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative Models",
+      Sec. 3). A sample inside the one oversized ball of a real outlier counts fully towards
+      precision but only ``1/k`` towards density; a stray sample, whose own ball is large, can
+      raise recall but not coverage, which uses the real balls only.
+
+    The balls are open (``distance < NND_k``), as in ``prdc``, the reference code of Naeem et al.
+    (Kynkäänniemi et al. write ``<=``; the two differ only for points exactly on a sphere). Distances
+    are Euclidean, in float64; memory grows as ``(N + M)^2``.
+
+    Args:
+        real_features: ``(N, d)`` features of real data, ``N > k``.
+        fake_features: ``(M, d)`` features of generated samples, ``M > k``.
+        k: the neighbour that sets each ball's radius (positive integer; 5 in Naeem et al., 3 in
+            Kynkäänniemi et al.).
+
+    Returns:
+        ``{"precision", "recall", "density", "coverage"}`` -> float; all in [0, 1] but density, in
+        [0, N/k].
+
+    Raises:
+        ValueError: inputs that are not non-empty 2-D arrays, differ in ``d`` or hold NaN or inf;
+            ``k`` not a positive integer, or not smaller than ``N`` and ``M``.
+    """
+    real, fake = _check_features(real_features, "real_features"), _check_features(fake_features, "fake_features")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real_features have d={real.shape[1]} columns, fake_features have d={fake.shape[1]}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k >= min(len(real), len(fake)):
+        raise ValueError(f"k={k} needs more than k points in each set, got N={len(real)} real and M={len(fake)} fake")
+    distances = _distances(real, fake)                                # (N, M)
+    in_real_ball = distances < _knn_radii(real, k)[:, None]           # [i, j]: Y_j in B(X_i, NND_k(X_i))
+    in_fake_ball = distances < _knn_radii(fake, k)[None, :]           # [i, j]: X_i in B(Y_j, NND_k(Y_j))
+    return {
+        "precision": in_real_ball.any(0).double().mean().item(),
+        "recall": in_fake_ball.any(1).double().mean().item(),
+        "density": in_real_ball.sum(0).double().mean().item() / k,
+        "coverage": in_real_ball.any(1).double().mean().item(),
+    }
+
+
+def classifier_precision_recall_density_coverage(x_real: torch.Tensor, x_fake: torch.Tensor, model=None,
+                                                 k: int = 5, batch_size: int = 500) -> dict[str, float]:
+    """:func:`precision_recall_density_coverage` of two image sets in the feature space of the course's
+    MNIST classifier (its ``.features(x)``, as in :func:`classifier_frechet_distance`, whose caveats apply:
+    these are not the Inception or VGG features of the papers, so compare values only with each other).
+
+    Args:
+        x_real: ``(N, 1, 28, 28)`` real images in [0, 1], ``N > k``.
+        x_fake: ``(M, 1, 28, 28)`` generated images in [0, 1], ``M > k``.
+        model: a classifier with ``.features(x) -> (N, D)``; default
+            ``dgmcourse.classifier.load_classifier()``.
+        k: nearest neighbour that sets the ball radii (positive integer).
+        batch_size: images per forward pass.
+
+    Returns:
+        ``{"precision", "recall", "density", "coverage"}`` -> float.
+
+    Raises:
+        ValueError: inputs that are not ``(N, 1, 28, 28)`` with ``N >= 2``, non-finite features,
+            ``k`` not a positive integer smaller than ``N`` and ``M``.
+    """
+    real, fake = _image_features(model, batch_size, x_real=x_real, x_fake=x_fake)
+    return precision_recall_density_coverage(real, fake, k)
 
 
 # --------------------------------------------------------------------------- log-likelihoods
