@@ -232,19 +232,27 @@ def prior_run(seed: int, smoke: bool, vqvae: vq.VQVAE, tokens, test_tokens, n_sa
             "sample_steps": length, "sample_cpu_s": s_cpu, "sample_wall_s": s_wall}, x
 
 
-def masked_run(seed: int, smoke: bool, vqvae: vq.VQVAE, tokens, test_tokens, budget_cpu: float, n_samples: int,
-               x_test, classifier) -> dict:
+def masked_recipe(seed: int, tokens: torch.Tensor):
+    """``(make, train)`` of the ``MASKED`` denoiser on code sequences ``tokens`` ``(N, L)``: a fresh seeded model, and
+    ``train(model, steps)``."""
     cfg, k = MASKED, VQ["n_codes"]
-    length = tokens.shape[1]
 
     def make():
         torch.manual_seed(seed)
-        return md.MaskedDenoiser(k, length, cfg["d_model"], cfg["n_heads"], cfg["n_layers"])
+        return md.MaskedDenoiser(k, tokens.shape[1], cfg["d_model"], cfg["n_heads"], cfg["n_layers"])
 
     def train(model, steps):
         return md.train_masked_diffusion(model, tokens, k, steps, batch_size=cfg["batch"], lr=cfg["lr"],
                                          generator=torch.Generator().manual_seed(seed), progress=False)
 
+    return make, train
+
+
+def masked_run(seed: int, smoke: bool, vqvae: vq.VQVAE, tokens, test_tokens, budget_cpu: float, n_samples: int,
+               x_test, classifier) -> dict:
+    cfg, k = MASKED, VQ["n_codes"]
+    length = tokens.shape[1]
+    make, train = masked_recipe(seed, tokens)
     steps = steps_in(budget_cpu, make, train)
     model = make()
     _, cpu, wall = timed(lambda: train(model, steps))

@@ -167,3 +167,99 @@ def write_report(name: str, data: dict) -> Path:
               "machine": machine(), **data}
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+# the model zoo's columns (benchmarks/model_zoo.py): report key, heading, digits, better
+MODEL_ZOO_COLUMNS = (("frechet", "Fréchet", 1, "lower"), ("precision", "precision", 2, "higher"),
+                     ("recall", "recall", 2, "higher"), ("density", "density", 2, "about 1"),
+                     ("coverage", "coverage", 2, "higher"), ("memorisation_rate", "memorisation", 3, "about 0.05"),
+                     ("train_cpu_s", "train CPU s", 0, ""), ("samples_per_cpu_s", "samples / CPU s", 0, "higher"))
+
+
+def _model_zoo(report: dict | None) -> dict:
+    report = read_report("model_zoo") if report is None else report
+    if not isinstance(report, dict) or not isinstance(report.get("table"), dict) or not report["table"]:
+        raise ValueError("report must be a model-zoo report with a non-empty 'table' (run benchmarks/model_zoo.py "
+                         "to write benchmarks/reports/model_zoo.json)")
+    return report
+
+
+def model_zoo_table(report: dict | None = None) -> str:
+    """The model-zoo table of ``benchmarks/model_zoo.py`` as Markdown: one row per family, mean ± std over the
+    report's seeds, then the real digits scored as samples.
+
+    Columns: the family, its data, test bits/dim with its kind (exact or upper bound; compare only within one data
+    column), the classifier-feature Fréchet distance (lower is better), precision and recall (Kynkäänniemi et al.
+    2019), density and coverage (Naeem et al. 2020), the memorisation rate (fraction of samples nearer a training
+    digit than 95 % of test digits are; about 0.05 for fresh data), training CPU seconds and samples per CPU second.
+
+    Args:
+        report: the report's contents; default ``read_report("model_zoo")``.
+
+    Returns:
+        a Markdown table (str), one line per row.
+
+    Raises:
+        ValueError: ``report`` is not a model-zoo report (no non-empty ``"table"``).
+    """
+    report = _model_zoo(report)
+
+    def cell(entry, digits):
+        if entry is None:
+            return "–"
+        if isinstance(entry, dict):
+            return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+        return f"{entry:.{digits}f}"
+
+    head = ["family", "data", "bits/dim"] + [name for _, name, _, _ in MODEL_ZOO_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for family, row in report["table"].items():
+        bpd = "–" if "bits_per_dim" not in row else f"{cell(row['bits_per_dim'], 3)} ({row['bits_per_dim_kind']})"
+        lines.append("| " + " | ".join([family, row["data"], bpd]
+                                       + [cell(row.get(key), digits) for key, _, digits, _ in MODEL_ZOO_COLUMNS])
+                     + " |")
+    real = report.get("real_digits")
+    if real:
+        values = [cell(real.get(key), digits) if key not in ("train_cpu_s", "samples_per_cpu_s") else "–"
+                  for key, _, digits, _ in MODEL_ZOO_COLUMNS]
+        lines.append("| " + " | ".join(["real digits (1,000 training digits)", "binary 28x28", "–"] + values) + " |")
+    return "\n".join(lines)
+
+
+def plot_precision_recall(report: dict | None = None, ax=None):
+    """Precision against recall, one point per model family of the model-zoo report (``benchmarks/model_zoo.py``),
+    with the spread over its seeds as error bars (± std), and the real digits scored as samples.
+
+    Top right is best: precision is the share of samples that look like real digits, recall the share of real
+    digits the samples reach (Kynkäänniemi et al. 2019).
+
+    Args:
+        report: the report's contents; default ``read_report("model_zoo")``.
+        ax: matplotlib axes (a new figure when ``None``).
+
+    Returns:
+        The matplotlib axes.
+
+    Raises:
+        ValueError: ``report`` is not a model-zoo report (as :func:`model_zoo_table`).
+    """
+    import matplotlib.pyplot as plt
+
+    report = _model_zoo(report)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 5))
+    for i, (family, row) in enumerate(report["table"].items()):
+        p, r = row["precision"], row["recall"]
+        ax.errorbar(r["mean"], p["mean"], xerr=r["std"], yerr=p["std"], fmt="o", color=plt.cm.tab20(i % 20),
+                    capsize=2, label=family)
+        ax.annotate(family, (r["mean"], p["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    real = report.get("real_digits")
+    if real:
+        ax.plot(real["recall"], real["precision"], "k*", markersize=12, label="real digits")
+    ax.set_xlabel("recall (share of real digits reached)")
+    ax.set_ylabel("precision (share of samples that look real)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{len(report['table'])} families, {len(report['seeds'])} seeds, "
+                 f"about {report['budget_cpu_s']:.0f} training CPU s each")
+    return ax

@@ -50,6 +50,8 @@ nb_execution_timeout = 1800
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+# Markdown outputs (the model-zoo table of docs/model_zoo.md and lecture 9) are GitHub-flavoured: tables
+nb_render_markdown_format = "gfm"
 # Widgets: the page shows the still image each widget carries (dgmcourse.widgets), not a live widget,
 # whose JavaScript would come from a CDN.
 nb_ipywidgets_js = {}
