@@ -28,9 +28,9 @@ The two latent-space generators share one VAE per seed and the two token models 
 CPU seconds count in both rows (``train_cpu_s``).
 
 Scores: every sample set is binarised at 0.5 (binary samples are unchanged; 14x14 samples are upsampled to
-28x28 first, bilinear, as lecture 11) and compared with the 1,000 binarised test digits in the feature space
-of the course classifier (:func:`dgmcourse.classifier.load_classifier`): Fréchet distance
-(:func:`dgmcourse.evaluation.classifier_frechet_distance`; not FID), improved precision and recall
+28x28 first: grey ones bilinearly, as lecture 11, binary ones by repeating each pixel) and compared with the 1,000
+binarised test digits in the feature space of the course classifier (:func:`dgmcourse.classifier.load_classifier`):
+Fréchet distance (:func:`dgmcourse.evaluation.classifier_frechet_distance`; not FID), improved precision and recall
 (Kynkäänniemi et al. 2019) and density and coverage (Naeem et al. 2020) with k = 5
 (:func:`dgmcourse.evaluation.classifier_precision_recall_density_coverage`), and the memorisation check
 (:func:`dgmcourse.evaluation.memorisation_check`, pixel space, against the binarised training digits, the test
