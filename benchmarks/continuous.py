@@ -47,7 +47,6 @@ Run: ``python benchmarks/continuous.py [--parts toy digits] [--seeds ...] [--smo
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -382,11 +381,8 @@ def targets(report: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = df.seeded_parser(__doc__, SEEDS)
     parser.add_argument("--parts", nargs="+", choices=("toy", "digits"), default=["toy", "digits"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
-    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the script, measures nothing")
-    parser.add_argument("--out", type=Path, default=None, help="write the report here instead of benchmarks/reports")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     start = time.perf_counter()

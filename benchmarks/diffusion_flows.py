@@ -405,14 +405,20 @@ def save(name: str, report: dict, out: Path | None) -> Path:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=("toy", "digits"), default=["toy", "digits"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+def seeded_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
+    """The arguments the seeded benchmarks share: ``--seeds`` (default ``seeds``), ``--smoke`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=seeds)
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the script, measures nothing")
+    parser.add_argument("--out", type=Path, default=None, help="write the report here instead of benchmarks/reports")
+    return parser
+
+
+def main() -> None:
+    parser = seeded_parser(__doc__, SEEDS)
+    parser.add_argument("--parts", nargs="+", choices=("toy", "digits"), default=["toy", "digits"])
     parser.add_argument("--gan-from-report", action="store_true",
                         help="read the GAN rows from benchmarks/reports/gan_modes.json instead of re-running them")
-    parser.add_argument("--out", type=Path, default=None, help="write the report here instead of benchmarks/reports")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     start = time.perf_counter()

@@ -57,7 +57,6 @@ the precision-recall plot on the website and in lecture 9 are drawn from the rep
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import resource
 import sys
@@ -139,32 +138,18 @@ TUNING = {
 SMOKE = dict(budget_cpu_s=3.0, n_samples=100, n_train=500, iwae_k=5, sample_steps=8)
 
 
-def timed(call):
-    return df.timed(call)
-
-
 def units_in(budget_cpu: float, make, train, probe: int = 1, warm_up: int = 0) -> int:
     """How many epochs or steps fit in ``budget_cpu`` CPU seconds: ``train(make(), probe)`` is timed on a throw-away
     copy (after an untimed ``train(make(), warm_up)``, which pays the first call's set-up)."""
     if warm_up:
         train(make(), warm_up)
-    _, cpu, _ = timed(lambda: train(make(), probe))
+    _, cpu, _ = df.timed(lambda: train(make(), probe))
     return max(1, int(budget_cpu / (cpu / probe)))
 
 
 def to_model(x: torch.Tensor, size: int) -> torch.Tensor:
     """``(N, 1, 28, 28)`` in [0, 1] -> ``(N, 1, size, size)`` in [-1, 1] (average-pooled)."""
     return F.avg_pool2d(x, 28 // size) * 2 - 1 if size < 28 else x * 2 - 1
-
-
-def to_pixels(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] of any size dividing 28 -> ``(N, 1, 28, 28)`` in [0, 1] (bilinear, as lecture 11)."""
-    return df.to_pixels(x)
-
-
-def binary_14(x: torch.Tensor) -> torch.Tensor:
-    """``(N, 1, 28, 28)`` in [0, 1] -> binary ``(N, 1, 14, 14)``, as :func:`tokens.to_pixels`."""
-    return tokens.to_pixels(x)
 
 
 def result(x: torch.Tensor, train_cpu: float, train_wall: float, sample_cpu: float, sample_wall: float,
@@ -189,11 +174,11 @@ def vae_family(seed: int, d: dict) -> dict:
 
     epochs = units_in(d["budget"], make, train, probe=2, warm_up=1)
     model = make()
-    _, cpu, wall = timed(lambda: train(model, epochs))
+    _, cpu, wall = df.timed(lambda: train(model, epochs))
     model.eval()
     k = d["iwae_k"]
     ll = {j: iwae_bound(model, d["b_test"], j, generator=torch.Generator().manual_seed(seed)) for j in (1, k)}
-    x, s_cpu, s_wall = timed(lambda: torch.bernoulli(
+    x, s_cpu, s_wall = df.timed(lambda: torch.bernoulli(
         model.sample(d["n"], generator=torch.Generator().manual_seed(seed)),
         generator=torch.Generator().manual_seed(seed + 1)))
     return result(x, cpu, wall, s_cpu, s_wall, {"epochs": epochs}, ev.bits_per_dim(ll[k], 784).mean().item(),
@@ -213,9 +198,9 @@ def dcgan_family(seed: int, d: dict) -> dict:
 
     epochs = units_in(d["budget"], make, train, warm_up=1)
     models = make()
-    _, cpu, wall = timed(lambda: train(models, epochs))
+    _, cpu, wall = df.timed(lambda: train(models, epochs))
     models[0].eval()
-    x, s_cpu, s_wall = timed(lambda: models[0].sample(d["n"], generator=torch.Generator().manual_seed(seed)))
+    x, s_cpu, s_wall = df.timed(lambda: models[0].sample(d["n"], generator=torch.Generator().manual_seed(seed)))
     return result(x, cpu, wall, s_cpu, s_wall, {"epochs": epochs})
 
 
@@ -268,9 +253,9 @@ def wgan_family(seed: int, d: dict) -> dict:
 
     steps = units_in(d["budget"], make, train, probe=20, warm_up=2)
     models = make()
-    _, cpu, wall = timed(lambda: train(models, steps))
+    _, cpu, wall = df.timed(lambda: train(models, steps))
     models[0].eval()
-    x, s_cpu, s_wall = timed(lambda: models[0].sample(d["n"], generator=torch.Generator().manual_seed(seed)))
+    x, s_cpu, s_wall = df.timed(lambda: models[0].sample(d["n"], generator=torch.Generator().manual_seed(seed)))
     return result(x, cpu, wall, s_cpu, s_wall, {"generator_steps": steps})
 
 
@@ -287,11 +272,11 @@ def pixelcnn_family(seed: int, d: dict) -> dict:
 
     epochs = units_in(d["budget"], make, train, warm_up=1)
     model = make()
-    _, cpu, wall = timed(lambda: train(model, epochs))
+    _, cpu, wall = df.timed(lambda: train(model, epochs))
     model.eval()
     with torch.no_grad():
         bpd = ev.bits_per_dim(ar.log_likelihood(model, d["b14_test"]), 196).mean().item()
-        x, s_cpu, s_wall = timed(lambda: F.interpolate(
+        x, s_cpu, s_wall = df.timed(lambda: F.interpolate(
             ar.sample(model, d["n"], shape=(14, 14), generator=torch.Generator().manual_seed(seed)),
             scale_factor=2, mode="nearest"))
     return result(x, cpu, wall, s_cpu, s_wall, {"epochs": epochs}, bpd, "exact")
@@ -316,13 +301,13 @@ def realnvp_family(seed: int, d: dict) -> dict:
     epochs = units_in(d["budget"], make, train, warm_up=1)
     flow = make()
     noise.manual_seed(seed)
-    _, cpu, wall = timed(lambda: train(flow, epochs))
+    _, cpu, wall = df.timed(lambda: train(flow, epochs))
     flow.eval()
     with torch.no_grad():
         bpd = flows.bits_per_dim(flow.log_prob(y_test), 784, 2).mean().item()
         # a dequantised sample y = (x + u) / 2 in [0, 1) is the binary pixel x = floor(2 y), clamped (the flow's
         # density leaks outside [0, 1))
-        x, s_cpu, s_wall = timed(lambda: (2 * flow.sample(d["n"], generator=torch.Generator().manual_seed(seed + 2)))
+        x, s_cpu, s_wall = df.timed(lambda: (2 * flow.sample(d["n"], generator=torch.Generator().manual_seed(seed + 2)))
                                  .floor().clamp(0, 1).reshape(-1, 1, 28, 28))
     return result(x, cpu, wall, s_cpu, s_wall, {"epochs": epochs}, bpd, "upper bound (dequantised)")
 
@@ -344,10 +329,10 @@ def ddpm_family(seed: int, d: dict) -> dict:
     steps = units_in(d["budget"], make, train, probe=40, warm_up=5)
     model = make()
     rng.manual_seed(seed)
-    _, cpu, wall = timed(lambda: train(model, steps))
+    _, cpu, wall = df.timed(lambda: train(model, steps))
     x_T = torch.randn(d["n"], 1, 14, 14, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
-        x, s_cpu, s_wall = timed(lambda: to_pixels(dm.ddim_sample(model, x_T, schedule, d["sample_steps"],
+        x, s_cpu, s_wall = df.timed(lambda: df.to_pixels(dm.ddim_sample(model, x_T, schedule, d["sample_steps"],
                                                                   progress=False)))
     return result(x, cpu, wall, s_cpu, s_wall, {"steps": steps, "sampling_steps": d["sample_steps"]})
 
@@ -358,10 +343,10 @@ def latent_families(seed: int, d: dict) -> dict:
     cfg, vae_cfg, schedule = LATENT, df.LATENT, dm.linear_schedule(df.T)
     torch.manual_seed(seed)
     vae = MLPVAE(x_shape=(1, 28, 28), z_dim=vae_cfg["z_dim"], hidden=vae_cfg["vae_hidden"])
-    _, vae_cpu, vae_wall = timed(lambda: train_vae(vae, d["x_train"], epochs=d["vae_epochs"],
+    _, vae_cpu, vae_wall = df.timed(lambda: train_vae(vae, d["x_train"], epochs=d["vae_epochs"],
                                                    batch_size=vae_cfg["vae_batch"], seed=seed,
                                                    device=torch.device("cpu"), progress=False))
-    (u, m, s), enc_cpu, enc_wall = timed(lambda: dm.encode_latents(vae, d["x_train"]))
+    (u, m, s), enc_cpu, enc_wall = df.timed(lambda: dm.encode_latents(vae, d["x_train"]))
     first_cpu, first_wall = vae_cpu + enc_cpu, vae_wall + enc_wall
     left = max(d["budget"] - first_cpu, d["budget"] / 10)
     rng = torch.Generator().manual_seed(seed)
@@ -396,10 +381,10 @@ def latent_families(seed: int, d: dict) -> dict:
         steps = units_in(left, make, train, probe=40, warm_up=5)
         net = make()
         rng.manual_seed(seed)
-        _, cpu, wall = timed(lambda: train(net, steps))
+        _, cpu, wall = df.timed(lambda: train(net, steps))
         net.eval()
         with torch.no_grad():
-            x, s_cpu, s_wall = timed(lambda: dm.decode_latents(vae, draw(net), m, s))
+            x, s_cpu, s_wall = df.timed(lambda: dm.decode_latents(vae, draw(net), m, s))
         out[name] = result(x, first_cpu + cpu, first_wall + wall, s_cpu, s_wall,
                            {"steps": steps, "sampling_steps": d["sample_steps"], "vae_epochs": d["vae_epochs"]},
                            vae_train_cpu_s=first_cpu)
@@ -422,10 +407,10 @@ def ebm_family(seed: int, d: dict) -> dict:
 
     steps = units_in(d["budget"], make, train, probe=20, warm_up=5)
     energy = make()
-    _, cpu, wall = timed(lambda: train(energy, steps))
+    _, cpu, wall = df.timed(lambda: train(energy, steps))
     rng = torch.Generator().manual_seed(seed + 1)
     start = 2 * torch.rand(d["n"], 196, generator=rng) - 1            # fresh chains from the training noise
-    x, s_cpu, s_wall = timed(lambda: to_pixels(ebm.langevin_sample(
+    x, s_cpu, s_wall = df.timed(lambda: df.to_pixels(ebm.langevin_sample(
         energy, start, cfg["langevin_steps"], cfg["step_size"], cfg["noise_scale"], (-1.0, 1.0), rng)
         .detach().reshape(-1, 1, 14, 14)))
     return result(x, cpu, wall, s_cpu, s_wall, {"steps": steps, "sampling_steps": cfg["langevin_steps"]})
@@ -445,10 +430,10 @@ def pixel_transformer_family(seed: int, d: dict) -> dict:
 
     steps = units_in(d["budget"], make, train, probe=50, warm_up=5)
     model = make()
-    _, cpu, wall = timed(lambda: train(model, steps))
+    _, cpu, wall = df.timed(lambda: train(model, steps))
     with torch.no_grad():
         bpd = ev.bits_per_dim(torch.cat([tf.log_likelihood(model, c, 2) for c in test.split(250)]), 196).mean().item()
-    x, s_cpu, s_wall = timed(lambda: F.interpolate(
+    x, s_cpu, s_wall = df.timed(lambda: F.interpolate(
         tf.sample(model, d["n"], 196, 2, generator=torch.Generator().manual_seed(seed + 1)).reshape(-1, 1, 14, 14)
         .float(), scale_factor=2, mode="nearest"))
     return result(x, cpu, wall, s_cpu, s_wall, {"steps": steps}, bpd, "exact")
@@ -472,9 +457,9 @@ def token_families(seed: int, d: dict) -> dict:
 
     epochs = units_in(d["budget"] / 3, make_vq, train_vq, warm_up=1)
     vqvae = make_vq()
-    _, vq_cpu, vq_wall = timed(lambda: train_vq(vqvae, epochs))
+    _, vq_cpu, vq_wall = df.timed(lambda: train_vq(vqvae, epochs))
     vqvae.eval()
-    (seqs, test), enc_cpu, enc_wall = timed(lambda: (tokens.encode(vqvae, d["x_train"]),
+    (seqs, test), enc_cpu, enc_wall = df.timed(lambda: (tokens.encode(vqvae, d["x_train"]),
                                                      tokens.encode(vqvae, d["x_test"])))
     first_cpu, first_wall = vq_cpu + enc_cpu, vq_wall + enc_wall
     left = max(d["budget"] - first_cpu, d["budget"] / 10)
@@ -500,10 +485,10 @@ def token_families(seed: int, d: dict) -> dict:
                                    generator=torch.Generator().manual_seed(seed + 1)))):
         steps = units_in(left, make, train, probe=50, warm_up=5)
         net = make()
-        _, cpu, wall = timed(lambda: train(net, steps))
+        _, cpu, wall = df.timed(lambda: train(net, steps))
         net.eval()
         with torch.no_grad():
-            x, s_cpu, s_wall = timed(lambda: tokens.decode(vqvae, draw(net)))
+            x, s_cpu, s_wall = df.timed(lambda: tokens.decode(vqvae, draw(net)))
         out[name] = result(x, first_cpu + cpu, first_wall + wall, s_cpu, s_wall,
                            {"steps": steps, "vqvae_epochs": epochs,
                             "sampling_steps": length if name == "VQ-VAE + transformer" else masked_steps},
@@ -540,7 +525,7 @@ def _setup(smoke: bool) -> None:
     if smoke:
         x_train, x_test = x_train[:SMOKE["n_train"]], x_test[:SMOKE["n_samples"]]
     _DATA.update(x_train=x_train, x_test=x_test, b_train=binarize(x_train), b_test=binarize(x_test),
-                 b14_train=binary_14(x_train), b14_test=binary_14(x_test), smoke=smoke,
+                 b14_train=tokens.to_pixels(x_train), b14_test=tokens.to_pixels(x_test), smoke=smoke,
                  budget=SMOKE["budget_cpu_s"] if smoke else BUDGET_CPU_S,
                  n=SMOKE["n_samples"] if smoke else N_SAMPLES, iwae_k=SMOKE["iwae_k"] if smoke else IWAE_K,
                  sample_steps=SMOKE["sample_steps"] if smoke else DDPM["ddim_steps"],
@@ -580,13 +565,10 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser = df.seeded_parser(__doc__, SEEDS)
     parser.add_argument("--families", nargs="+", choices=list(TASKS), default=list(TASKS),
                         help="tasks to run (the latent and token tasks train two rows each)")
     parser.add_argument("--jobs", type=int, default=1, help="tasks run at once, each on one torch thread")
-    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the script, measures nothing")
-    parser.add_argument("--out", type=Path, default=None, help="write the report here instead of benchmarks/reports")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")

@@ -51,7 +51,6 @@ shrinks every budget, for testing the script only).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -433,10 +432,7 @@ def targets(report: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
-    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the script, measures nothing")
-    parser.add_argument("--out", type=Path, default=None, help="write the report here instead of benchmarks/reports")
+    parser = df.seeded_parser(__doc__, SEEDS)
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
