@@ -42,6 +42,7 @@ def test_cached_and_uncached_sampling_are_identical(temperature):
     assert with_cache.dtype == torch.int64 and with_cache.shape == (64, T)
     assert torch.equal(with_cache, without)
     assert with_cache.max() < K  # the start token is never sampled (output_size=K)
+    with_cache[0, 0] = K - 1     # sampled under inference mode, returned as a normal tensor: in-place edits work
 
 
 def test_output_at_i_has_zero_gradient_from_inputs_after_i():
