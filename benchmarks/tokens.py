@@ -136,8 +136,9 @@ TUNING = {
         "64 x 2 (the pixel transformer's size)": [2.19, 6.32, 15.2], "128 x 4": [4.65, 8.65, 16.7],
         "note": "one sequence is bound by the per-operation overhead of about 20 small torch calls per block and "
                 "token (cProfile), not by arithmetic; the size was chosen for bits/dim, not for this ratio"},
-    "KV-cache speed-up for one sequence of 196 tokens, 64 x 2, untrained weights, medians of 7 over 5 "
-    "initialisations, two runs each (cProfile and timeit located the cost)": {
+    "KV-cache speed-up for one sequence of 196 tokens, 64 x 2, untrained weights (torch seeds 100-104: a timing, "
+    "the weights do not matter), medians of 7 per seed, median over seeds for two runs each (cProfile and "
+    "timeit located the cost)": {
         "as above": [2.14, 2.12],
         "sample in inference mode, no attention mask for one new query, no token checks inside the loop":
         [2.84, 2.77],
