@@ -72,23 +72,12 @@ def test_each_assignments_evidence_depends_on_its_own_files_only():
         assert set(assessment.evidence_inputs(name, "reference")) < set(inputs)
 
 
-# Assignments whose 20-seed reference runs (benchmarks/assessment.py, 10-60 min of 2 cores each) predate their current
-# inputs and await the command their line names: on 2026-12-06 a8's part 2 gained visible checks (its grading
-# evidence, 3 CI seeds included, is current). The check fails for any other stale assignment, and for a listed one
-# that is current again: this set only shrinks.
-AWAITING_REFRESH: set[str] = {"a8_semi_supervised"}
-
-
 @pytest.mark.assessment
 @pytest.mark.parametrize("name", ASSIGNMENTS)
-def test_twenty_seed_reference_runs_are_current(name, record_property):
+def test_twenty_seed_reference_runs_are_current(name):
     report = read_report("assessment").get("assignments", {}).get(name)
     problem = assessment.reference_evidence_problem(name, report)
-    if name in AWAITING_REFRESH:
-        assert problem is not None, f"{name}'s 20-seed reference runs are current: remove it from AWAITING_REFRESH"
-        record_property("evidence", f"{problem} (listed in AWAITING_REFRESH)")
-    else:
-        assert problem is None, problem
+    assert problem is None, problem
 
 
 @pytest.mark.assessment
