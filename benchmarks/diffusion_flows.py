@@ -109,6 +109,15 @@ def timed(call):
     return out, time.process_time() - cpu, time.perf_counter() - wall
 
 
+def units_in(budget_cpu: float, make, train, probe: int = 1, warm_up: int = 0) -> int:
+    """How many epochs or steps fit in ``budget_cpu`` CPU seconds: ``train(make(), probe)`` is timed on a throw-away
+    copy (after an untimed ``train(make(), warm_up)``, which pays the first call's set-up)."""
+    if warm_up:
+        train(make(), warm_up)
+    _, cpu, _ = timed(lambda: train(make(), probe))
+    return max(1, int(budget_cpu / (cpu / probe)))
+
+
 def toy_scores(x: torch.Tensor, data: str) -> dict:
     _, means, sigma, _ = gan_modes.DATA[data]
     modes, hq = gan.mode_coverage(x, means, sigma)
@@ -317,8 +326,8 @@ def latent_run(seed: int, smoke: bool, train, x_test, classifier, budget_cpu: fl
     def batch():
         return u[torch.randint(len(u), (cfg["batch"],), generator=rng)]
 
-    _, probe_cpu, _ = timed(lambda: dm.train_epsilon_model(make(), batch, schedule, 40, progress=False))
-    steps = max(1, int((budget_cpu - vae_cpu - encode_cpu) / (probe_cpu / 40)))
+    steps = units_in(budget_cpu - vae_cpu - encode_cpu, make,
+                     lambda net, n: dm.train_epsilon_model(net, batch, schedule, n, progress=False), probe=40)
     torch.manual_seed(seed)
     net = make()
     rng.manual_seed(seed)

@@ -4,8 +4,8 @@ Data: the 4,000 embedded training digits and the 1,000 embedded test digits (:fu
 ``source="embedded"``). Each family trains from scratch for about ``BUDGET_CPU_S`` CPU seconds on one torch thread
 (every stage counted: the VAE under latent diffusion, the VQ-VAE under the token models), with its lecture's
 recipe; its number of epochs or steps is what fits in the budget, measured on a throw-away copy
-(:func:`units_in`). Then it draws ``N_SAMPLES`` = 1,000 samples. The families and the representation each
-models (grey: the digits in [0, 1]; binary: thresholded at 0.5; 14x14: average-pooled):
+(:func:`diffusion_flows.units_in`). Then it draws ``N_SAMPLES`` = 1,000 samples. The families and the representation
+each models (grey: the digits in [0, 1]; binary: thresholded at 0.5; 14x14: average-pooled):
 
 ==========================  =======================  =====================================================
 family                      data                     recipe (lecture)
@@ -75,7 +75,6 @@ from dgmcourse import flow_matching as fm
 from dgmcourse import flows, gan
 from dgmcourse import masked_diffusion as md
 from dgmcourse import transformer as tf
-from dgmcourse import vq
 from dgmcourse.classifier import load_classifier
 from dgmcourse.data import binarize, load_mnist
 from dgmcourse.reports import read_report
@@ -106,14 +105,12 @@ DATA = {"VAE (IWAE bound)": "binary 28x28", "DCGAN": "grey 28x28", "WGAN-GP": "g
 VAE = dict(z_dim=16, hidden=256, batch=128, lr=1e-3)                      # lecture 9
 GAN = dict(z_dim=64, channels=32, batch=64)                               # diffusion_flows' DCGAN (lecture 3)
 WGAN = dict(z_dim=64, channels=32, batch=64, n_critic=5, gp_weight=10.0, lr=2e-4, betas=(0.5, 0.9))
-PIXELCNN = dict(channels=32, layers=4, batch=64, lr=2e-3)                 # tokens' PixelCNN
 FLOW = dict(layers=6, hidden=256, batch=128, lr=1e-3)                     # lecture 9's RealNVP on the digits
 DDPM = dict(hidden=512, n_layers=3, emb=64, batch=128, lr=1e-3, ddim_steps=50)   # diffusion_flows' DIGITS
 LATENT = dict(vae_epochs=10, fm_hidden=256, fm_layers=4, fm_batch=256, fm_lr=2e-3, euler_steps=50)
 # Nijkamp et al. (2019)'s short-run EBM: every chain (training and sampling) runs 30 Langevin steps from uniform noise,
 # no replay buffer; Du & Mordatch's buffer and alpha = 1 left fresh chains as noise here (TUNING)
 EBM = dict(hidden=256, n_layers=2, batch=64, lr=1e-3, alpha=0.1, langevin_steps=30, step_size=20.0, noise_scale=0.005)
-PIXEL_TF = dict(d_model=64, n_heads=4, n_layers=2, batch=4, lr=3e-3)     # tokens' pixel transformer
 TOKEN = dict(vq_variant=tokens.PRIOR_VARIANT, masked_steps=64)
 TUNING = {
     "WGAN-GP, seed 0 (critic with layer norm, n_critic 5, lambda 10, Adam 2e-4, betas (0.5, 0.9), 58 CPU s)": {
@@ -136,15 +133,6 @@ TUNING = {
                   "train for 20 of its 60 CPU s; every probe now runs one untimed warm-up call first",
 }
 SMOKE = dict(budget_cpu_s=3.0, n_samples=100, n_train=500, iwae_k=5, sample_steps=8)
-
-
-def units_in(budget_cpu: float, make, train, probe: int = 1, warm_up: int = 0) -> int:
-    """How many epochs or steps fit in ``budget_cpu`` CPU seconds: ``train(make(), probe)`` is timed on a throw-away
-    copy (after an untimed ``train(make(), warm_up)``, which pays the first call's set-up)."""
-    if warm_up:
-        train(make(), warm_up)
-    _, cpu, _ = df.timed(lambda: train(make(), probe))
-    return max(1, int(budget_cpu / (cpu / probe)))
 
 
 def to_model(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -172,7 +160,7 @@ def vae_family(seed: int, d: dict) -> dict:
         return train_vae(model, b, epochs=epochs, batch_size=cfg["batch"], lr=cfg["lr"], seed=seed,
                          device=torch.device("cpu"), progress=False)
 
-    epochs = units_in(d["budget"], make, train, probe=2, warm_up=1)
+    epochs = df.units_in(d["budget"], make, train, probe=2, warm_up=1)
     model = make()
     _, cpu, wall = df.timed(lambda: train(model, epochs))
     model.eval()
@@ -196,7 +184,7 @@ def dcgan_family(seed: int, d: dict) -> dict:
         return gan.train_dcgan(*models, d["x_train"], epochs=epochs, batch_size=cfg["batch"], seed=seed,
                                device=torch.device("cpu"), progress=False)
 
-    epochs = units_in(d["budget"], make, train, warm_up=1)
+    epochs = df.units_in(d["budget"], make, train, warm_up=1)
     models = make()
     _, cpu, wall = df.timed(lambda: train(models, epochs))
     models[0].eval()
@@ -251,7 +239,7 @@ def wgan_family(seed: int, d: dict) -> dict:
     def train(models, steps):
         return train_wgan_gp(*models, d["x_train"], steps, seed)
 
-    steps = units_in(d["budget"], make, train, probe=20, warm_up=2)
+    steps = df.units_in(d["budget"], make, train, probe=20, warm_up=2)
     models = make()
     _, cpu, wall = df.timed(lambda: train(models, steps))
     models[0].eval()
@@ -260,17 +248,8 @@ def wgan_family(seed: int, d: dict) -> dict:
 
 
 def pixelcnn_family(seed: int, d: dict) -> dict:
-    cfg, b = PIXELCNN, d["b14_train"]
-
-    def make():
-        torch.manual_seed(seed)
-        return ar.PixelCNN(channels=cfg["channels"], layers=cfg["layers"])
-
-    def train(model, epochs):
-        return ar.train_pixelcnn(model, b, epochs=epochs, batch_size=cfg["batch"], lr=cfg["lr"],
-                                 device=torch.device("cpu"), seed=seed, progress=False)
-
-    epochs = units_in(d["budget"], make, train, warm_up=1)
+    make, train = tokens.pixelcnn_recipe(seed, d["b14_train"])
+    epochs = df.units_in(d["budget"], make, train, warm_up=1)
     model = make()
     _, cpu, wall = df.timed(lambda: train(model, epochs))
     model.eval()
@@ -298,7 +277,7 @@ def realnvp_family(seed: int, d: dict) -> dict:
         return flows.train_dequantized_flow(flow, flat, 2, epochs=epochs, batch_size=cfg["batch"], lr=cfg["lr"],
                                             device=torch.device("cpu"), generator=noise, progress=False)
 
-    epochs = units_in(d["budget"], make, train, warm_up=1)
+    epochs = df.units_in(d["budget"], make, train, warm_up=1)
     flow = make()
     noise.manual_seed(seed)
     _, cpu, wall = df.timed(lambda: train(flow, epochs))
@@ -326,7 +305,7 @@ def ddpm_family(seed: int, d: dict) -> dict:
                                                                           generator=rng)],
                                       schedule, steps, lr=cfg["lr"], progress=False)
 
-    steps = units_in(d["budget"], make, train, probe=40, warm_up=5)
+    steps = df.units_in(d["budget"], make, train, probe=40, warm_up=5)
     model = make()
     rng.manual_seed(seed)
     _, cpu, wall = df.timed(lambda: train(model, steps))
@@ -378,7 +357,7 @@ def latent_families(seed: int, d: dict) -> dict:
              lambda net: dm.ddim_sample(net, noise, schedule, d["sample_steps"], progress=False)),
             ("flow matching", make_v, train_v,
              lambda net: fm.euler_sample(net, noise, d["sample_steps"], progress=False))):
-        steps = units_in(left, make, train, probe=40, warm_up=5)
+        steps = df.units_in(left, make, train, probe=40, warm_up=5)
         net = make()
         rng.manual_seed(seed)
         _, cpu, wall = df.timed(lambda: train(net, steps))
@@ -405,7 +384,7 @@ def ebm_family(seed: int, d: dict) -> dict:
                              noise_scale=cfg["noise_scale"], clip=(-1.0, 1.0), buffer=False, noise_range=(-1.0, 1.0),
                              generator=torch.Generator().manual_seed(seed), progress=False)
 
-    steps = units_in(d["budget"], make, train, probe=20, warm_up=5)
+    steps = df.units_in(d["budget"], make, train, probe=20, warm_up=5)
     energy = make()
     _, cpu, wall = df.timed(lambda: train(energy, steps))
     rng = torch.Generator().manual_seed(seed + 1)
@@ -417,18 +396,9 @@ def ebm_family(seed: int, d: dict) -> dict:
 
 
 def pixel_transformer_family(seed: int, d: dict) -> dict:
-    cfg = PIXEL_TF
     seqs, test = d["b14_train"].flatten(1).long(), d["b14_test"].flatten(1).long()
-
-    def make():
-        torch.manual_seed(seed)
-        return tf.CausalTransformer(3, 196, cfg["d_model"], cfg["n_heads"], cfg["n_layers"], output_size=2)
-
-    def train(model, steps):
-        return tf.train_autoregressive(model, seqs, steps, bos=2, batch_size=cfg["batch"], lr=cfg["lr"],
-                                       generator=torch.Generator().manual_seed(seed), progress=False)
-
-    steps = units_in(d["budget"], make, train, probe=50, warm_up=5)
+    make, train = tokens.pixel_transformer_recipe(seed, seqs)
+    steps = df.units_in(d["budget"], make, train, probe=50, warm_up=5)
     model = make()
     _, cpu, wall = df.timed(lambda: train(model, steps))
     with torch.no_grad():
@@ -442,20 +412,9 @@ def pixel_transformer_family(seed: int, d: dict) -> dict:
 def token_families(seed: int, d: dict) -> dict:
     """One VQ-VAE (``tokens.VQ``, its epochs fitted into a third of the budget), then the transformer prior and masked
     diffusion on its 49 codes, each for the rest of the budget."""
-    cfg, k = tokens.VQ, tokens.VQ["n_codes"]
-    how = tokens.VARIANTS[TOKEN["vq_variant"]]
-
-    def make_vq():
-        torch.manual_seed(seed)
-        return vq.VQVAE(n_codes=k, code_dim=cfg["code_dim"], hidden=cfg["hidden"], ema=how["ema"],
-                        decay=cfg["decay"], generator=torch.Generator().manual_seed(seed))
-
-    def train_vq(model, epochs):
-        return vq.train_vqvae(model, d["x_train"], epochs=epochs, batch_size=cfg["batch"], lr=cfg["lr"],
-                              beta=cfg["beta"], restart_threshold=cfg["restart_threshold"] if how["restarts"] else None,
-                              generator=torch.Generator().manual_seed(seed), progress=False)
-
-    epochs = units_in(d["budget"] / 3, make_vq, train_vq, warm_up=1)
+    k = tokens.VQ["n_codes"]
+    make_vq, train_vq = tokens.vqvae_recipe(TOKEN["vq_variant"], seed, d["x_train"])
+    epochs = df.units_in(d["budget"] / 3, make_vq, train_vq, warm_up=1)
     vqvae = make_vq()
     _, vq_cpu, vq_wall = df.timed(lambda: train_vq(vqvae, epochs))
     vqvae.eval()
@@ -464,16 +423,7 @@ def token_families(seed: int, d: dict) -> dict:
     first_cpu, first_wall = vq_cpu + enc_cpu, vq_wall + enc_wall
     left = max(d["budget"] - first_cpu, d["budget"] / 10)
     length = seqs.shape[1]
-    p = tokens.PRIOR
-
-    def make_prior():
-        torch.manual_seed(seed)
-        return tf.CausalTransformer(k + 1, length, p["d_model"], p["n_heads"], p["n_layers"], output_size=k)
-
-    def train_prior(model, steps):
-        return tf.train_autoregressive(model, seqs, steps, bos=k, batch_size=p["batch"], lr=p["lr"],
-                                       generator=torch.Generator().manual_seed(seed), progress=False)
-
+    make_prior, train_prior = tokens.prior_recipe(seed, seqs)
     make_masked, train_masked = tokens.masked_recipe(seed, seqs)
     masked_steps = d["sample_steps"] if d["smoke"] else TOKEN["masked_steps"]
     out = {}
@@ -483,7 +433,7 @@ def token_families(seed: int, d: dict) -> dict:
             ("masked diffusion", make_masked, train_masked,
              lambda net: md.sample(net, d["n"], length, k, steps=masked_steps,
                                    generator=torch.Generator().manual_seed(seed + 1)))):
-        steps = units_in(left, make, train, probe=50, warm_up=5)
+        steps = df.units_in(left, make, train, probe=50, warm_up=5)
         net = make()
         _, cpu, wall = df.timed(lambda: train(net, steps))
         net.eval()
@@ -591,10 +541,10 @@ def main() -> None:
               "budget_cpu_s": _DATA["budget"], "n_samples": _DATA["n"],
               "reference_set": f"{len(_DATA['x_test'])} embedded test digits, binarised at 0.5",
               "n_train": len(_DATA["x_train"]), "families": list(FAMILIES), "data": DATA,
-              "settings": {"vae": VAE, "gan": GAN, "wgan_gp": WGAN, "pixelcnn": PIXELCNN, "realnvp": FLOW,
-                           "ddpm": DDPM, "latent": {**LATENT, "vae": df.LATENT}, "ebm": EBM, "pixel_transformer":
-                           PIXEL_TF, "tokens": {**TOKEN, "vq": tokens.VQ, "prior": tokens.PRIOR,
-                                                "masked": tokens.MASKED}, "iwae_k": _DATA["iwae_k"],
+              "settings": {"vae": VAE, "gan": GAN, "wgan_gp": WGAN, "pixels": tokens.PIXELS, "realnvp": FLOW,
+                           "ddpm": DDPM, "latent": {**LATENT, "vae": df.LATENT}, "ebm": EBM,
+                           "tokens": {**TOKEN, "vq": tokens.VQ, "prior": tokens.PRIOR, "masked": tokens.MASKED},
+                           "iwae_k": _DATA["iwae_k"],
                            **({"smoke": SMOKE} if args.smoke else {})},
               "tuning_on_seeds_0_1": TUNING, "real_digits": real,
               "runs": sorted(runs, key=lambda r: (FAMILIES.index(r["family"]), r["seed"]))}

@@ -72,7 +72,8 @@ from dgmcourse.classifier import load_classifier
 from dgmcourse.data import load_mnist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import diffusion_flows as df  # noqa: E402  (timing, summaries, digit scores, latent diffusion, saving)
+import diffusion_flows as df  # noqa: E402  (latent diffusion, saving)
+from diffusion_flows import digit_scores, summary, timed, units_in  # noqa: E402
 
 THREADS = 1
 SEEDS = [100, 101, 102, 103, 104]               # report seeds, never tuned on
@@ -155,18 +156,6 @@ SMOKE = dict(vq_epochs=1, prior_steps=30, pixelcnn_epochs=1, n_samples=200, n_tr
 TARGETS = {"kv_cache_speedup_at_least": 3.0, "run_wall_s_at_most": 300}
 
 
-def timed(call):
-    return df.timed(call)
-
-
-def summary(runs: list[dict], keys) -> dict:
-    return df.summary(runs, keys)
-
-
-def digit_scores(x: torch.Tensor, x_test: torch.Tensor, classifier) -> dict:
-    return df.digit_scores(x, x_test, classifier)
-
-
 def to_pixels(x: torch.Tensor) -> torch.Tensor:
     """``(N, 1, 28, 28)`` digits in [0, 1] -> binary ``(N, 1, 14, 14)`` (average-pooled, thresholded)."""
     factor = 28 // PIXELS["size"]
@@ -174,13 +163,9 @@ def to_pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 def steps_in(budget_cpu: float, make, train) -> int:
-    """How many training steps fit in ``budget_cpu`` CPU seconds, from the CPU seconds per step of a throw-away copy,
-    ``train(make(), n)`` with ``n = PROBE_STEPS[1]``, timed after an untimed warm-up call with ``PROBE_STEPS[0]``
-    steps (the first call in a process also pays about a second of set-up)."""
-    warm_up, n = PROBE_STEPS
-    train(make(), warm_up)
-    _, cpu, _ = timed(lambda: train(make(), n))
-    return max(1, int(budget_cpu / (cpu / n)))
+    """:func:`diffusion_flows.units_in` with ``PROBE_STEPS`` (the first call in a process pays about a second of
+    set-up, hence the warm-up)."""
+    return units_in(budget_cpu, make, train, probe=PROBE_STEPS[1], warm_up=PROBE_STEPS[0])
 
 
 def bits_per_token(nats: torch.Tensor, length: int) -> float:
@@ -202,15 +187,29 @@ def decode(model: vq.VQVAE, tokens: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- VQ-VAE
 
-def vqvae_run(variant: str, seed: int, smoke: bool, x_train, x_test) -> tuple[dict, vq.VQVAE]:
+def vqvae_recipe(variant: str, seed: int, x_train: torch.Tensor):
+    """``(make, train)`` of the ``VQ`` VQ-VAE trained the ``variant`` way on ``x_train``: a fresh seeded model, and
+    ``train(model, epochs)``, which returns the training history."""
     cfg, how = VQ, VARIANTS[variant]
-    torch.manual_seed(seed)
-    model = vq.VQVAE(n_codes=cfg["n_codes"], code_dim=cfg["code_dim"], hidden=cfg["hidden"], ema=how["ema"],
-                     decay=cfg["decay"], generator=torch.Generator().manual_seed(seed))
-    history, cpu, wall = timed(lambda: vq.train_vqvae(
-        model, x_train, epochs=SMOKE["vq_epochs"] if smoke else cfg["epochs"], batch_size=cfg["batch"], lr=cfg["lr"],
-        beta=cfg["beta"], restart_threshold=cfg["restart_threshold"] if how["restarts"] else None,
-        generator=torch.Generator().manual_seed(seed), progress=False))
+
+    def make():
+        torch.manual_seed(seed)
+        return vq.VQVAE(n_codes=cfg["n_codes"], code_dim=cfg["code_dim"], hidden=cfg["hidden"], ema=how["ema"],
+                        decay=cfg["decay"], generator=torch.Generator().manual_seed(seed))
+
+    def train(model, epochs):
+        return vq.train_vqvae(model, x_train, epochs=epochs, batch_size=cfg["batch"], lr=cfg["lr"], beta=cfg["beta"],
+                              restart_threshold=cfg["restart_threshold"] if how["restarts"] else None,
+                              generator=torch.Generator().manual_seed(seed), progress=False)
+
+    return make, train
+
+
+def vqvae_run(variant: str, seed: int, smoke: bool, x_train, x_test) -> tuple[dict, vq.VQVAE]:
+    cfg = VQ
+    make, train = vqvae_recipe(variant, seed, x_train)
+    model = make()
+    history, cpu, wall = timed(lambda: train(model, SMOKE["vq_epochs"] if smoke else cfg["epochs"]))
     with torch.no_grad():
         out = model(x_test)
     k = cfg["n_codes"]
@@ -224,15 +223,30 @@ def vqvae_run(variant: str, seed: int, smoke: bool, x_train, x_test) -> tuple[di
 
 # ----------------------------------------------------------------------------- token models
 
-def prior_run(seed: int, smoke: bool, vqvae: vq.VQVAE, tokens, test_tokens, n_samples: int) -> tuple[dict, object]:
+def prior_recipe(seed: int, tokens: torch.Tensor):
+    """``(make, train)`` of the ``PRIOR`` transformer on code sequences ``tokens`` ``(N, L)`` (start token K): a fresh
+    seeded model, and ``train(model, steps)``."""
     cfg, k = PRIOR, VQ["n_codes"]
+
+    def make():
+        torch.manual_seed(seed)
+        return tf.CausalTransformer(k + 1, tokens.shape[1], cfg["d_model"], cfg["n_heads"], cfg["n_layers"],
+                                    output_size=k)
+
+    def train(model, steps):
+        return tf.train_autoregressive(model, tokens, steps, bos=k, batch_size=cfg["batch"], lr=cfg["lr"],
+                                       generator=torch.Generator().manual_seed(seed), progress=False)
+
+    return make, train
+
+
+def prior_run(seed: int, smoke: bool, vqvae: vq.VQVAE, tokens, test_tokens, n_samples: int) -> tuple[dict, object]:
+    k = VQ["n_codes"]
     length = tokens.shape[1]
-    torch.manual_seed(seed)
-    model = tf.CausalTransformer(k + 1, length, cfg["d_model"], cfg["n_heads"], cfg["n_layers"], output_size=k)
-    steps = SMOKE["prior_steps"] if smoke else cfg["steps"]
-    _, cpu, wall = timed(lambda: tf.train_autoregressive(model, tokens, steps, bos=k, batch_size=cfg["batch"],
-                                                         lr=cfg["lr"], generator=torch.Generator().manual_seed(seed),
-                                                         progress=False))
+    make, train = prior_recipe(seed, tokens)
+    model = make()
+    steps = SMOKE["prior_steps"] if smoke else PRIOR["steps"]
+    _, cpu, wall = timed(lambda: train(model, steps))
     with torch.no_grad():
         test_bits = bits_per_token(tf.log_likelihood(model, test_tokens, k), length)
     x, s_cpu, s_wall = timed(lambda: decode(vqvae, tf.sample(model, n_samples, length, k,
@@ -280,27 +294,49 @@ def masked_run(seed: int, smoke: bool, vqvae: vq.VQVAE, tokens, test_tokens, bud
 
 # ----------------------------------------------------------------------------- binarised pixels
 
-def pixels_run(seed: int, smoke: bool, b_train, b_test) -> tuple[dict, tf.CausalTransformer]:
+def pixelcnn_recipe(seed: int, b_train: torch.Tensor):
+    """``(make, train)`` of the ``PIXELS`` PixelCNN on binary images ``b_train`` ``(N, 1, 14, 14)``: a fresh seeded
+    model, and ``train(model, epochs)``."""
     cfg = PIXELS
-    d = b_train[0].numel()
-    epochs = SMOKE["pixelcnn_epochs"] if smoke else cfg["pixelcnn_epochs"]
-    torch.manual_seed(seed)
-    cnn = ar.PixelCNN(channels=cfg["pixelcnn_channels"], layers=cfg["pixelcnn_layers"])
-    _, cnn_cpu, cnn_wall = timed(lambda: ar.train_pixelcnn(
-        cnn, b_train, epochs=epochs, batch_size=cfg["pixelcnn_batch"], lr=cfg["pixelcnn_lr"],
-        device=torch.device("cpu"), seed=seed, progress=False))
-    with torch.no_grad():
-        cnn_bpd = ev.bits_per_dim(ar.log_likelihood(cnn, b_test), d).mean().item()
-    tokens, test_tokens = b_train.flatten(1).long(), b_test.flatten(1).long()
 
     def make():
         torch.manual_seed(seed)
-        return tf.CausalTransformer(3, d, cfg["d_model"], cfg["n_heads"], cfg["n_layers"], output_size=2)
+        return ar.PixelCNN(channels=cfg["pixelcnn_channels"], layers=cfg["pixelcnn_layers"])
+
+    def train(model, epochs):
+        return ar.train_pixelcnn(model, b_train, epochs=epochs, batch_size=cfg["pixelcnn_batch"], lr=cfg["pixelcnn_lr"],
+                                 device=torch.device("cpu"), seed=seed, progress=False)
+
+    return make, train
+
+
+def pixel_transformer_recipe(seed: int, tokens: torch.Tensor):
+    """``(make, train)`` of the ``PIXELS`` transformer on binary pixel sequences ``tokens`` ``(N, D)`` (start token 2):
+    a fresh seeded model, and ``train(model, steps)``."""
+    cfg = PIXELS
+
+    def make():
+        torch.manual_seed(seed)
+        return tf.CausalTransformer(3, tokens.shape[1], cfg["d_model"], cfg["n_heads"], cfg["n_layers"], output_size=2)
 
     def train(model, steps):
         return tf.train_autoregressive(model, tokens, steps, bos=2, batch_size=cfg["batch"], lr=cfg["lr"],
                                        generator=torch.Generator().manual_seed(seed), progress=False)
 
+    return make, train
+
+
+def pixels_run(seed: int, smoke: bool, b_train, b_test) -> tuple[dict, tf.CausalTransformer]:
+    cfg = PIXELS
+    d = b_train[0].numel()
+    epochs = SMOKE["pixelcnn_epochs"] if smoke else cfg["pixelcnn_epochs"]
+    make_cnn, train_cnn = pixelcnn_recipe(seed, b_train)
+    cnn = make_cnn()
+    _, cnn_cpu, cnn_wall = timed(lambda: train_cnn(cnn, epochs))
+    with torch.no_grad():
+        cnn_bpd = ev.bits_per_dim(ar.log_likelihood(cnn, b_test), d).mean().item()
+    tokens, test_tokens = b_train.flatten(1).long(), b_test.flatten(1).long()
+    make, train = pixel_transformer_recipe(seed, tokens)
     steps = steps_in(cnn_cpu, make, train)
     model = make()
     _, cpu, wall = timed(lambda: train(model, steps))
